@@ -1,0 +1,63 @@
+"""Load and drive eBPF from Python.
+
+A ctypes binding over the system's libbpf (``libbpf.so.1``) with
+``CollectionSpec`` / ``Map`` / ``Program`` / ``Link`` wrappers whose behaviour
+matches cilium/ebpf.  Subpackages (``ebpf.link``, ``ebpf.btf``, ``ebpf.asm``,
+``ebpf.ringbuf``, ``ebpf.perf``, ``ebpf.features``, ``ebpf.rlimit``) load
+lazily on first attribute access so ``import ebpf`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    ClosedError,
+    EBPFError,
+    InvalidObjectError,
+    IterationAbortedError,
+    KeyExistError,
+    KeyNotExistError,
+    MapIncompatibleError,
+    NotSupportedError,
+    PermissionDeniedError,
+    PinError,
+    VerifierError,
+)
+
+_SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "errors"}
+
+# Public names that live in modules which pull in the C library; resolved on
+# first use so that ``import ebpf`` does not pay for loading libbpf.
+_LAZY_NAMES: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    mod = _LAZY_NAMES.get(name)
+    if mod is not None:
+        value = getattr(importlib.import_module(mod, __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ebpf' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
+
+
+__all__ = [
+    "ClosedError",
+    "EBPFError",
+    "InvalidObjectError",
+    "IterationAbortedError",
+    "KeyExistError",
+    "KeyNotExistError",
+    "MapIncompatibleError",
+    "NotSupportedError",
+    "PermissionDeniedError",
+    "PinError",
+    "VerifierError",
+]

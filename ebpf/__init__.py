@@ -20,6 +20,7 @@ from .errors import (
     KeyExistError,
     KeyNotExistError,
     MapIncompatibleError,
+    MarshalError,
     NotSupportedError,
     PermissionDeniedError,
     PinError,
@@ -30,7 +31,31 @@ _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "e
 
 # Public names that live in modules which pull in the C library; resolved on
 # first use so that ``import ebpf`` does not pay for loading libbpf.
-_LAZY_NAMES: dict[str, str] = {}
+_LAZY_NAMES: dict[str, str] = {
+    "load_collection_spec": ".spec",
+    "CollectionSpec": ".spec",
+    "MapSpec": ".spec",
+    "ProgramSpec": ".spec",
+    "VariableSpec": ".spec",
+    "Collection": ".collection",
+    "Variable": ".collection",
+    "new_collection": ".collection",
+    "Map": ".maps",
+    "new_map": ".maps",
+    "load_pinned_map": ".maps",
+    "Program": ".programs",
+    "RunResult": ".programs",
+    "new_program": ".programs",
+    "load_pinned_program": ".programs",
+    "MapType": ".types",
+    "ProgramType": ".types",
+    "AttachType": ".types",
+    "PinType": ".types",
+    "UpdateFlags": ".types",
+    "MapFlags": ".types",
+    "MapInfo": ".info",
+    "ProgramInfo": ".info",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -48,7 +73,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
 
 
-__all__ = [
+__all__ = sorted(_LAZY_NAMES) + [
     "ClosedError",
     "EBPFError",
     "InvalidObjectError",
@@ -56,6 +81,7 @@ __all__ = [
     "KeyExistError",
     "KeyNotExistError",
     "MapIncompatibleError",
+    "MarshalError",
     "NotSupportedError",
     "PermissionDeniedError",
     "PinError",

@@ -27,7 +27,7 @@ __all__ = [
     "PermissionDeniedError",
     "InvalidObjectError",
     "PinError",
-    "error_from_errno",
+    "MarshalError",
 ]
 
 
@@ -156,21 +156,10 @@ class InvalidObjectError(EBPFError, ValueError):
     """Malformed input: an ELF or BTF blob that cannot be parsed, a bad value."""
 
 
+class MarshalError(EBPFError, ValueError):
+    """A key or value that does not fit the map or variable (wrong size,
+    integer out of range).  Raised before any syscall."""
+
+
 class PinError(EBPFError, ValueError):
     """A pin path is unusable (not on bpffs, missing directory, ...)."""
-
-
-def error_from_errno(err: int, message: str) -> EBPFError:
-    """Map an errno to the most specific error class."""
-    if err < 0:
-        err = -err
-    text = f"{message}: {os.strerror(err)}" if message else os.strerror(err)
-    if err == _errno.ENOENT:
-        return KeyNotExistError(text, err)
-    if err == _errno.EEXIST:
-        return KeyExistError(text, err)
-    if err in (_errno.EPERM, _errno.EACCES):
-        return PermissionDeniedError(text, err)
-    if err in (_errno.EOPNOTSUPP, ENOTSUPP):
-        return NotSupportedError(message or "operation", errno=err)
-    return EBPFError(text, err)

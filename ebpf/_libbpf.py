@@ -1,0 +1,545 @@
+"""The shim: the only module that touches the C library.
+
+It finds and loads ``libbpf.so.1`` once (``EBPF_LIBBPF=/path/libbpf.so.1``
+overrides the search), declares every C signature the library uses in one
+table, defines the ``*_opts`` structs in their libbpf 1.1.2 layout, turns
+libbpf's negative-errno returns into typed exceptions and routes libbpf's print
+callback into the ``ebpf.libbpf`` logger.
+
+Optional symbols (absent from older libbpf releases) resolve to ``None``;
+:func:`require` turns their absence into :class:`NotSupportedError` naming the
+libbpf version that has them.  Loading is lazy so that ``import ebpf`` and the
+pure-Python parts (specs of ``asm``/``btf``) work without libbpf.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
+
+from .errors import EBPFError, NotSupportedError, PermissionDeniedError, ENOTSUPP
+
+log = logging.getLogger("ebpf.libbpf")
+
+# --------------------------------------------------------------------------
+# Opaque handle types: distinct pointer classes so a bpf_map* is never passed
+# where a bpf_program* is expected.
+
+
+class _Opaque(Structure):
+    pass
+
+
+class bpf_object(_Opaque):
+    pass
+
+
+class bpf_map(_Opaque):
+    pass
+
+
+class bpf_program(_Opaque):
+    pass
+
+
+class bpf_link(_Opaque):
+    pass
+
+
+class btf(_Opaque):
+    pass
+
+
+class ring_buffer(_Opaque):
+    pass
+
+
+class user_ring_buffer(_Opaque):
+    pass
+
+
+class perf_buffer(_Opaque):
+    pass
+
+
+bpf_object_p = POINTER(bpf_object)
+bpf_map_p = POINTER(bpf_map)
+bpf_program_p = POINTER(bpf_program)
+bpf_link_p = POINTER(bpf_link)
+btf_p = POINTER(btf)
+
+# --------------------------------------------------------------------------
+# *_opts structs, laid out as in libbpf 1.1.2.  ``sz`` tells libbpf how much
+# of the struct we know about, so newer libbpf releases accept them too.
+
+
+class _Opts(Structure):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sz = ctypes.sizeof(self)
+
+
+class bpf_object_open_opts(_Opts):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_char_p),
+        ("relaxed_maps", c_bool),
+        ("pin_root_path", c_char_p),
+        ("_attach_prog_fd", c_uint32),  # removed field, kept for layout
+        ("kconfig", c_char_p),
+        ("btf_custom_path", c_char_p),
+        ("kernel_log_buf", c_void_p),
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_uint32),
+    ]
+
+
+class bpf_map_create_opts(_Opts):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("btf_fd", c_uint32),
+        ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32),
+        ("inner_map_fd", c_uint32),
+        ("map_flags", c_uint32),
+        ("map_extra", c_uint64),
+        ("numa_node", c_uint32),
+        ("map_ifindex", c_uint32),
+    ]
+
+
+class bpf_prog_load_opts(_Opts):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("attempts", c_int),
+        ("expected_attach_type", c_uint32),
+        ("prog_btf_fd", c_uint32),
+        ("prog_flags", c_uint32),
+        ("prog_ifindex", c_uint32),
+        ("kern_version", c_uint32),
+        ("attach_btf_id", c_uint32),
+        ("attach_prog_fd", c_uint32),
+        ("attach_btf_obj_fd", c_uint32),
+        ("fd_array", c_void_p),
+        ("func_info", c_void_p),
+        ("func_info_cnt", c_uint32),
+        ("func_info_rec_size", c_uint32),
+        ("line_info", c_void_p),
+        ("line_info_cnt", c_uint32),
+        ("line_info_rec_size", c_uint32),
+        ("log_level", c_uint32),
+        ("log_size", c_uint32),
+        ("log_buf", c_void_p),
+    ]
+
+
+class bpf_test_run_opts(_Opts):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
+class bpf_map_batch_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+class bpf_get_fd_by_id_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("open_flags", c_uint32)]
+
+
+class bpf_obj_get_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("file_flags", c_uint32)]
+
+
+# --------------------------------------------------------------------------
+# Error conventions.  libbpf 1.x returns -errno from int functions and NULL
+# (with errno set) from pointer functions.
+
+NEG_ERRNO = "neg_errno"  # int result; < 0 is -errno
+NULL_ERRNO = "null_errno"  # pointer result; NULL means failure, errno set
+NONE = "none"  # result is a value; no error convention
+
+
+def _check_neg(name: str) -> Callable[[int, Any, Tuple[Any, ...]], int]:
+    def check(result: int, func: Any, args: Tuple[Any, ...]) -> int:
+        if result < 0:
+            raise errno_error(-result, name)
+        return result
+
+    return check
+
+
+def _check_null(name: str) -> Callable[[Any, Any, Tuple[Any, ...]], Any]:
+    def check(result: Any, func: Any, args: Tuple[Any, ...]) -> Any:
+        if not result:
+            raise errno_error(ctypes.get_errno() or 22, name)
+        return result
+
+    return check
+
+
+def errno_error(err: int, what: str) -> EBPFError:
+    """Build the typed error for a failed libbpf/bpf() call.
+
+    libbpf's own error codes (4000+) are rendered with ``libbpf_strerror``;
+    the most recent libbpf warning, if any, is appended because it usually
+    says *which* map or program failed and why.
+    """
+    err = abs(err)
+    text = strerror(err)
+    hint = last_warning()
+    msg = f"{what}: {text}" + (f" ({hint})" if hint else "")
+    if err in (1, 13):  # EPERM, EACCES
+        return PermissionDeniedError(msg, err)
+    if err in (95, ENOTSUPP):  # EOPNOTSUPP
+        return NotSupportedError(what, errno=err, detail=text)
+    return EBPFError(msg, err)
+
+
+# --------------------------------------------------------------------------
+# The signature table: name -> (restype, argtypes, convention, since).
+# ``since`` is None for symbols every libbpf 1.x has, else the first libbpf
+# version that exports the symbol; such symbols are optional.
+
+_int, _u32, _u64, _sz, _ptr, _str = c_int, c_uint32, c_uint64, c_size_t, c_void_p, c_char_p
+_print_fn_t = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+
+SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
+    # library
+    "libbpf_major_version": (_u32, [], NONE, None),
+    "libbpf_minor_version": (_u32, [], NONE, None),
+    "libbpf_version_string": (_str, [], NONE, None),
+    "libbpf_strerror": (_int, [_int, _ptr, _sz], NONE, None),
+    "libbpf_set_print": (_ptr, [_print_fn_t], NONE, None),
+    "libbpf_num_possible_cpus": (_int, [], NEG_ERRNO, None),
+    "libbpf_probe_bpf_prog_type": (_int, [_u32, _ptr], NONE, None),
+    "libbpf_probe_bpf_map_type": (_int, [_u32, _ptr], NONE, None),
+    "libbpf_probe_bpf_helper": (_int, [_u32, _u32, _ptr], NONE, None),
+    # bpf_object
+    "bpf_object__open_mem": (bpf_object_p, [_ptr, _sz, POINTER(bpf_object_open_opts)], NULL_ERRNO, None),
+    "bpf_object__load": (_int, [bpf_object_p], NONE, None),  # caller decodes the failure
+    "bpf_object__close": (None, [bpf_object_p], NONE, None),
+    "bpf_object__name": (_str, [bpf_object_p], NONE, None),
+    "bpf_object__kversion": (c_uint, [bpf_object_p], NONE, None),
+    "bpf_object__btf": (btf_p, [bpf_object_p], NONE, None),
+    "bpf_object__next_map": (bpf_map_p, [bpf_object_p, bpf_map_p], NONE, None),
+    "bpf_object__next_program": (bpf_program_p, [bpf_object_p, bpf_program_p], NONE, None),
+    "btf__raw_data": (_ptr, [btf_p, POINTER(_u32)], NONE, None),
+    "btf__new": (btf_p, [_ptr, _u32], NULL_ERRNO, None),
+    "btf__free": (None, [btf_p], NONE, None),
+    "btf__load_into_kernel": (_int, [btf_p], NEG_ERRNO, None),
+    "btf__fd": (_int, [btf_p], NONE, None),
+    # bpf_map (object phase)
+    "bpf_map__name": (_str, [bpf_map_p], NONE, None),
+    "bpf_map__type": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_type": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__key_size": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_key_size": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__value_size": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_value_size": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__max_entries": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_max_entries": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__map_flags": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_map_flags": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__numa_node": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__set_numa_node": (_int, [bpf_map_p, _u32], NEG_ERRNO, None),
+    "bpf_map__map_extra": (_u64, [bpf_map_p], NONE, None),
+    "bpf_map__set_map_extra": (_int, [bpf_map_p, _u64], NEG_ERRNO, None),
+    "bpf_map__btf_key_type_id": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__btf_value_type_id": (_u32, [bpf_map_p], NONE, None),
+    "bpf_map__is_internal": (c_bool, [bpf_map_p], NONE, None),
+    "bpf_map__initial_value": (_ptr, [bpf_map_p, POINTER(_sz)], NONE, None),
+    "bpf_map__set_initial_value": (_int, [bpf_map_p, _ptr, _sz], NEG_ERRNO, None),
+    "bpf_map__pin_path": (_str, [bpf_map_p], NONE, None),
+    "bpf_map__set_pin_path": (_int, [bpf_map_p, _str], NEG_ERRNO, None),
+    "bpf_map__set_autocreate": (_int, [bpf_map_p, c_bool], NEG_ERRNO, None),
+    "bpf_map__inner_map": (bpf_map_p, [bpf_map_p], NONE, None),
+    "bpf_map__set_inner_map_fd": (_int, [bpf_map_p, _int], NEG_ERRNO, None),
+    "bpf_map__reuse_fd": (_int, [bpf_map_p, _int], NEG_ERRNO, None),
+    "bpf_map__fd": (_int, [bpf_map_p], NONE, None),
+    # bpf_program (object phase)
+    "bpf_program__name": (_str, [bpf_program_p], NONE, None),
+    "bpf_program__section_name": (_str, [bpf_program_p], NONE, None),
+    "bpf_program__type": (_u32, [bpf_program_p], NONE, None),
+    "bpf_program__set_type": (_int, [bpf_program_p, _u32], NEG_ERRNO, None),
+    "bpf_program__expected_attach_type": (_u32, [bpf_program_p], NONE, None),
+    "bpf_program__set_expected_attach_type": (_int, [bpf_program_p, _u32], NEG_ERRNO, None),
+    "bpf_program__flags": (_u32, [bpf_program_p], NONE, None),
+    "bpf_program__set_flags": (_int, [bpf_program_p, _u32], NEG_ERRNO, None),
+    "bpf_program__insns": (_ptr, [bpf_program_p], NONE, None),
+    "bpf_program__insn_cnt": (_sz, [bpf_program_p], NONE, None),
+    "bpf_program__set_insns": (_int, [bpf_program_p, _ptr, _sz], NEG_ERRNO, None),
+    "bpf_program__set_autoload": (_int, [bpf_program_p, c_bool], NEG_ERRNO, None),
+    "bpf_program__set_log_level": (_int, [bpf_program_p, _u32], NEG_ERRNO, None),
+    "bpf_program__set_log_buf": (_int, [bpf_program_p, _ptr, _sz], NEG_ERRNO, None),
+    "bpf_program__set_attach_target": (_int, [bpf_program_p, _int, _str], NEG_ERRNO, None),
+    "bpf_program__fd": (_int, [bpf_program_p], NONE, None),
+    # low-level bpf(2) wrappers
+    "bpf_map_create": (_int, [_u32, _str, _u32, _u32, _u32, POINTER(bpf_map_create_opts)], NEG_ERRNO, None),
+    # The element calls are on the hot path: no errcheck (each costs ~100 ns);
+    # maps.py interprets the return value itself.
+    "bpf_map_lookup_elem": (_int, [_int, _ptr, _ptr], NONE, None),
+    "bpf_map_lookup_elem_flags": (_int, [_int, _ptr, _ptr, _u64], NONE, None),
+    "bpf_map_update_elem": (_int, [_int, _ptr, _ptr, _u64], NONE, None),
+    "bpf_map_delete_elem": (_int, [_int, _ptr], NONE, None),
+    "bpf_map_lookup_and_delete_elem": (_int, [_int, _ptr, _ptr], NONE, None),
+    "bpf_map_get_next_key": (_int, [_int, _ptr, _ptr], NONE, None),
+    "bpf_map_lookup_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
+    "bpf_map_lookup_and_delete_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
+    "bpf_map_update_batch": (_int, [_int, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
+    "bpf_map_delete_batch": (_int, [_int, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
+    "bpf_map_freeze": (_int, [_int], NEG_ERRNO, None),
+    "bpf_prog_load": (_int, [_u32, _str, _str, _ptr, _sz, POINTER(bpf_prog_load_opts)], NONE, None),
+    "bpf_prog_test_run_opts": (_int, [_int, POINTER(bpf_test_run_opts)], NEG_ERRNO, None),
+    "bpf_obj_pin": (_int, [_int, _str], NEG_ERRNO, None),
+    "bpf_obj_get": (_int, [_str], NEG_ERRNO, None),
+    "bpf_obj_get_opts": (_int, [_str, POINTER(bpf_obj_get_opts)], NEG_ERRNO, None),
+    "bpf_obj_get_info_by_fd": (_int, [_int, _ptr, POINTER(_u32)], NEG_ERRNO, None),
+    "bpf_map_get_fd_by_id": (_int, [_u32], NEG_ERRNO, None),
+    "bpf_prog_get_fd_by_id": (_int, [_u32], NEG_ERRNO, None),
+    "bpf_link_get_fd_by_id": (_int, [_u32], NEG_ERRNO, None),
+    "bpf_btf_get_fd_by_id": (_int, [_u32], NEG_ERRNO, None),
+    "bpf_btf_load": (_int, [_ptr, _sz, _ptr], NEG_ERRNO, None),
+    "bpf_enable_stats": (_int, [_int], NEG_ERRNO, None),
+    "libbpf_find_vmlinux_btf_id": (_int, [_str, _u32], NEG_ERRNO, None),
+}
+
+_CDLL: Optional[ctypes.CDLL] = None
+_LOAD_LOCK = threading.Lock()
+_FUNCS: Dict[str, Any] = {}
+_MISSING: Dict[str, Optional[str]] = {}
+_load_error: Optional[BaseException] = None
+
+LIBRARY_ENV = "EBPF_LIBBPF"
+
+
+def _library_path() -> str:
+    explicit = os.environ.get(LIBRARY_ENV)
+    if explicit:
+        return explicit
+    return "libbpf.so.1"
+
+
+def _load() -> ctypes.CDLL:
+    global _CDLL, _load_error
+    with _LOAD_LOCK:
+        if _CDLL is not None:
+            return _CDLL
+        path = _library_path()
+        try:
+            lib = ctypes.CDLL(path, use_errno=True)
+        except OSError as exc:
+            _load_error = exc
+            raise NotSupportedError(
+                "libbpf", min_libbpf="1.0", detail=f"cannot load {path!r} ({exc}); "
+                f"install libbpf1 or set {LIBRARY_ENV}"
+            ) from None
+        for name, (restype, argtypes, conv, since) in SIGNATURES.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                if since is None and name not in _OPTIONAL_IN_1X:
+                    raise NotSupportedError(
+                        f"libbpf symbol {name}", min_libbpf="1.0", detail=f"missing from {path}"
+                    ) from None
+                _MISSING[name] = since
+                continue
+            fn.restype = restype
+            fn.argtypes = argtypes
+            if conv == NEG_ERRNO:
+                fn.errcheck = _check_neg(name)
+            elif conv == NULL_ERRNO:
+                fn.errcheck = _check_null(name)
+            _FUNCS[name] = fn
+        _CDLL = lib
+        _install_print_callback(lib)
+        return lib
+
+
+# Symbols that some 1.x releases lack; absence must degrade, not fail import.
+_OPTIONAL_IN_1X: Dict[str, str] = {
+    "bpf_obj_get_opts": "1.0",
+    "bpf_map_get_fd_by_id": "1.0",
+}
+
+
+class _Lib:
+    """Attribute access to the declared functions: ``lib.bpf_map_create(...)``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in SIGNATURES:
+            raise AttributeError(f"{name} is not declared in ebpf._libbpf.SIGNATURES")
+        _load()
+        fn = _FUNCS.get(name)
+        if fn is None:
+            since = _MISSING.get(name)
+            raise NotSupportedError(f"libbpf function {name}", min_libbpf=since)
+        # Cache on the instance so later lookups skip __getattr__.
+        setattr(self, name, fn)
+        return fn
+
+
+lib = _Lib()
+
+
+def has(name: str) -> bool:
+    """Whether the installed libbpf exports ``name`` (declared in the table)."""
+    _load()
+    return name in _FUNCS
+
+
+def require(name: str, feature: Optional[str] = None) -> Any:
+    """Return the function, or raise NotSupportedError naming the version needed."""
+    _load()
+    fn = _FUNCS.get(name)
+    if fn is None:
+        raise NotSupportedError(feature or f"libbpf function {name}", min_libbpf=_MISSING.get(name) or SIGNATURES[name][3])
+    return fn
+
+
+def version() -> Tuple[int, int]:
+    """The installed libbpf's (major, minor)."""
+    return (int(lib.libbpf_major_version()), int(lib.libbpf_minor_version()))
+
+
+def version_string() -> str:
+    return (lib.libbpf_version_string() or b"").decode()
+
+
+def strerror(err: int) -> str:
+    """libbpf's text for an errno or one of its own (4000+) error codes."""
+    err = abs(err)
+    if err < 4000:
+        return os.strerror(err)
+    try:
+        buf = ctypes.create_string_buffer(128)
+        lib.libbpf_strerror(err, buf, len(buf))
+        return buf.value.decode(errors="replace")
+    except EBPFError:
+        return f"libbpf error {err}"
+
+
+def num_possible_cpus() -> int:
+    global _NCPUS
+    if _NCPUS is None:
+        _NCPUS = int(lib.libbpf_num_possible_cpus())
+    return _NCPUS
+
+
+_NCPUS: Optional[int] = None
+
+# --------------------------------------------------------------------------
+# libbpf's print callback → logging.  The last warnings are kept so that an
+# error can say what libbpf complained about (it usually names the culprit).
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_vsnprintf = _libc.vsnprintf
+_vsnprintf.argtypes = [c_void_p, c_size_t, c_char_p, c_void_p]
+_vsnprintf.restype = c_int
+
+_RECENT: Deque[str] = collections.deque(maxlen=32)
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+
+
+def _on_print(level: int, fmt: bytes, args: int) -> int:
+    try:
+        pylevel = _LEVELS.get(level, logging.DEBUG)
+        keep = level == 0
+        if not keep and not log.isEnabledFor(pylevel):
+            return 0
+        buf = ctypes.create_string_buffer(1024)
+        _vsnprintf(buf, len(buf), fmt, args)
+        text = buf.value.decode(errors="replace").rstrip("\n")
+        if keep:
+            _RECENT.append(text)
+        log.log(pylevel, "%s", text)
+    except Exception:  # never let an exception cross back into C
+        pass
+    return 0
+
+
+_print_cb = _print_fn_t(_on_print)
+
+
+def _install_print_callback(cdll: ctypes.CDLL) -> None:
+    fn = cdll.libbpf_set_print
+    fn.restype = c_void_p
+    fn.argtypes = [_print_fn_t]
+    fn(_print_cb)
+
+
+def clear_warnings() -> None:
+    _RECENT.clear()
+
+
+def warnings() -> list:
+    """libbpf warnings since the last :func:`clear_warnings`."""
+    return list(_RECENT)
+
+
+def last_warning() -> str:
+    return _RECENT[-1] if _RECENT else ""
+
+
+# --------------------------------------------------------------------------
+# Raw syscalls for what the installed libbpf lacks (see ebpf/_syscall.py).
+
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def raw_syscall(nr: int, *args: Any) -> int:
+    """``syscall(2)``; returns the result or raises the typed errno error."""
+    ret = _syscall(ctypes.c_long(nr), *args)
+    if ret < 0:
+        raise errno_error(ctypes.get_errno(), f"syscall {nr}")
+    return int(ret)
+
+
+def close_fd(fd: int) -> None:
+    """close(2) that tolerates interpreter shutdown (os may be gone)."""
+    try:
+        os.close(fd)
+    except Exception:
+        pass
+
+
+def string_at(addr: int, size: int) -> bytes:
+    return ctypes.string_at(addr, size)
+
+
+char_array = c_char

@@ -1,0 +1,679 @@
+"""Maps: kernel key/value stores, with a dict-like Python face.
+
+Keys and values are accepted as bytes, ints, ctypes objects, anything with
+``__bytes__``, or -- where the map has BTF -- natural Python values.  Sizes are
+checked before every syscall.  Per-CPU maps take and return one value per
+possible CPU; map-in-map values are :class:`Map` objects and program-array
+values are :class:`~ebpf.Program` objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+from . import _libbpf
+from ._fd import FDOwner, check_pin_path, open_pinned, pin_error
+from ._values import encode_fixed
+from .errors import (
+    EBPFError,
+    IterationAbortedError,
+    KeyExistError,
+    KeyNotExistError,
+    MapIncompatibleError,
+    MarshalError,
+    NotSupportedError,
+    PermissionDeniedError,
+)
+from .info import MapInfo, map_info
+from .spec import MapSpec
+from .types import MapFlags, MapType, UpdateFlags
+
+__all__ = ["Map", "new_map", "load_pinned_map", "map_from_id"]
+
+_ENOENT, _EEXIST, _ENOSPC, _EINVAL, _EPERM = 2, 17, 28, 22, 1
+_BYTEORDER = sys.byteorder
+
+PER_CPU_TYPES = frozenset(
+    {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
+)
+MAP_IN_MAP_TYPES = frozenset({MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS})
+# Values written as fds but read back as ids of other kernel objects.
+_FD_VALUE_TYPES = frozenset(
+    {MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY}
+)
+_KEYLESS_TYPES = frozenset({MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER})
+_BATCH_TYPES = frozenset(
+    {
+        MapType.HASH,
+        MapType.PERCPU_HASH,
+        MapType.LRU_HASH,
+        MapType.LRU_PERCPU_HASH,
+        MapType.ARRAY,
+        MapType.PERCPU_ARRAY,
+    }
+)
+_ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY})
+# Types whose elements cannot be read from user space at all.
+_NO_LOOKUP_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.STRUCT_OPS, MapType.PERF_EVENT_ARRAY})
+
+_MAX_NAME = 15
+
+
+def sanitize_name(name: str) -> str:
+    """Make ``name`` acceptable as a kernel object name.
+
+    The kernel allows ``[A-Za-z0-9_.]`` and 15 characters; anything else is
+    replaced with ``_`` and the rest cut, so a name never fails a load.
+    """
+    out = "".join(c if (c.isascii() and (c.isalnum() or c in "_.")) else "_" for c in name)
+    return out[:_MAX_NAME]
+
+
+def _codec(btf_type: Any) -> Any:
+    if btf_type is None:
+        return None
+    try:
+        from .btf import codec_for
+
+        return codec_for(btf_type)
+    except Exception:
+        return None
+
+
+class Map(FDOwner):
+    """A map in the kernel.
+
+    Create one from a :class:`MapSpec` (``Map(spec)``), get them from a
+    :class:`~ebpf.Collection`, or open a pin with :func:`load_pinned_map`.
+    Thread-safety: all element operations may be used from several threads
+    at once; ``close()`` must not race with them.
+    """
+
+    _kind = "map"
+
+    def __init__(self, spec: MapSpec) -> None:
+        fd = _create(spec)
+        self._setup(fd, spec.copy())
+        try:
+            if spec.contents:
+                self._apply_contents(spec.contents)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- construction helpers ---------------------------------------------
+
+    @classmethod
+    def _from_fd(cls, fd: int, spec: Optional[MapSpec] = None) -> "Map":
+        """Wrap an fd we own; the spec is read from the kernel if not given."""
+        self = cls.__new__(cls)
+        try:
+            if spec is None:
+                info = map_info(fd)
+                spec = MapSpec(
+                    name=info.name,
+                    type=info.type,
+                    key_size=info.key_size,
+                    value_size=info.value_size,
+                    max_entries=info.max_entries,
+                    flags=info.flags,
+                    map_extra=info.map_extra,
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        self._setup(fd, spec)
+        return self
+
+    def _setup(self, fd: int, spec: MapSpec) -> None:
+        FDOwner.__init__(self, fd)
+        self._spec = spec
+        t = spec.type
+        self._type = t
+        self._key_size = spec.key_size
+        self._value_size = spec.value_size
+        self._per_cpu = t in PER_CPU_TYPES
+        self._ncpus = _libbpf.num_possible_cpus() if self._per_cpu else 1
+        self._stride = (spec.value_size + 7) & ~7 if self._per_cpu else spec.value_size
+        self._vbuf_size = self._stride * self._ncpus
+        self._key_codec = _codec(spec.key)
+        self._value_codec = _codec(spec.value)
+        self._memory: Optional[mmap.mmap] = None
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def type(self) -> MapType:
+        return self._type
+
+    @property
+    def key_size(self) -> int:
+        return self._key_size
+
+    @property
+    def value_size(self) -> int:
+        return self._value_size
+
+    @property
+    def max_entries(self) -> int:
+        return self._spec.max_entries
+
+    @property
+    def flags(self) -> int:
+        return self._spec.flags
+
+    @property
+    def spec(self) -> MapSpec:
+        """A copy of the spec this map was created from (or read from the kernel)."""
+        return self._spec.copy()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else f"fd={self._fd}"
+        t = self._type.name if isinstance(self._type, MapType) else self._type
+        return f"<Map {self.name!r} {t} key={self._key_size} value={self._value_size} max={self.max_entries} {state}>"
+
+    # -- encoding ----------------------------------------------------------
+
+    def _key(self, key: Any) -> Optional[bytes]:
+        if self._key_size == 0:
+            if key is not None:
+                raise MarshalError(f"map {self.name}: {self._type.name} maps take no key (pass None)")
+            return None
+        return encode_fixed(key, self._key_size, self._key_codec, f"map {self.name}: key")
+
+    def _value(self, value: Any) -> bytes:
+        t = self._type
+        if t in _FD_VALUE_TYPES:
+            return _fd_value(value, self._value_size, self.name)
+        if self._per_cpu:
+            if isinstance(value, (bytes, bytearray, memoryview)) and len(value) == self._vbuf_size:
+                return bytes(value)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(
+                    f"map {self.name}: a per-CPU map takes a list of {self._ncpus} values (one per possible CPU)"
+                )
+            if len(value) != self._ncpus:
+                raise MarshalError(f"map {self.name}: expected {self._ncpus} per-CPU values, got {len(value)}")
+            pad = bytes(self._stride - self._value_size)
+            return b"".join(
+                encode_fixed(v, self._value_size, self._value_codec, f"map {self.name}: value[{i}]") + pad
+                for i, v in enumerate(value)
+            )
+        return encode_fixed(value, self._value_size, self._value_codec, f"map {self.name}: value")
+
+    def _decode_key(self, raw: bytes) -> Any:
+        c = self._key_codec
+        return c.decode(raw) if c is not None else raw
+
+    def _decode_value(self, raw: bytes) -> Any:
+        t = self._type
+        if self._per_cpu:
+            s, n, c = self._stride, self._value_size, self._value_codec
+            parts = [raw[i * s : i * s + n] for i in range(self._ncpus)]
+            return [c.decode(p) for p in parts] if c is not None else parts
+        if t in _FD_VALUE_TYPES:
+            return _object_from_id(t, int.from_bytes(raw[:4], _BYTEORDER))
+        c = self._value_codec
+        return c.decode(raw) if c is not None else raw
+
+    # -- element operations ------------------------------------------------
+
+    def lookup(self, key: Any = None, flags: int = 0) -> Any:
+        """The value stored under ``key``; :class:`KeyNotExistError` if absent.
+
+        Queues and stacks take no key: this peeks at the next element.
+        ``flags`` may be ``UpdateFlags.LOCK`` for maps with a spin lock.
+        """
+        fd = self.fd
+        kb = self._key(key)
+        vb = ctypes.create_string_buffer(self._vbuf_size)
+        if flags:
+            ret = _libbpf.lib.bpf_map_lookup_elem_flags(fd, kb, vb, flags)
+        else:
+            ret = _libbpf.lib.bpf_map_lookup_elem(fd, kb, vb)
+        if ret < 0:
+            raise self._error(-ret, "lookup", key)
+        return self._decode_value(vb.raw)
+
+    def get(self, key: Any = None, default: Any = None) -> Any:
+        """Like :meth:`lookup` but returns ``default`` when the key is absent."""
+        try:
+            return self.lookup(key)
+        except KeyNotExistError:
+            return default
+
+    def update(self, key: Any, value: Any, flags: int = UpdateFlags.ANY) -> None:
+        """Store ``value`` under ``key`` (for queues/stacks: push; key is None).
+
+        ``UpdateFlags.NOEXIST`` fails with :class:`KeyExistError` on a present
+        key; ``EXIST`` fails with :class:`KeyNotExistError` on an absent one.
+        """
+        fd = self.fd
+        kb = self._key(key)
+        vb = self._value(value)
+        ret = _libbpf.lib.bpf_map_update_elem(fd, kb, vb, int(flags))
+        if ret < 0:
+            raise self._error(-ret, "update", key)
+
+    def put(self, key: Any, value: Any) -> None:
+        """``update(key, value, UpdateFlags.ANY)``."""
+        self.update(key, value, UpdateFlags.ANY)
+
+    def delete(self, key: Any) -> None:
+        """Remove ``key``; :class:`KeyNotExistError` if absent."""
+        fd = self.fd
+        kb = self._key(key)
+        ret = _libbpf.lib.bpf_map_delete_elem(fd, kb)
+        if ret < 0:
+            raise self._error(-ret, "delete", key)
+
+    def lookup_and_delete(self, key: Any = None) -> Any:
+        """Remove ``key`` and return its value (for queues/stacks: pop)."""
+        fd = self.fd
+        kb = self._key(key)
+        vb = ctypes.create_string_buffer(self._vbuf_size)
+        ret = _libbpf.lib.bpf_map_lookup_and_delete_elem(fd, kb, vb)
+        if ret < 0:
+            raise self._error(-ret, "lookup_and_delete", key)
+        return self._decode_value(vb.raw)
+
+    def next_key(self, key: Any = None) -> Any:
+        """The key after ``key`` (the first key for None); None at the end."""
+        raw = self._next_key_raw(None if key is None else self._key(key))
+        return None if raw is None else self._decode_key(raw)
+
+    def _next_key_raw(self, kb: Optional[bytes]) -> Optional[bytes]:
+        out = ctypes.create_string_buffer(self._key_size)
+        ret = _libbpf.lib.bpf_map_get_next_key(self.fd, kb, out)
+        if ret == -_ENOENT:
+            return None
+        if ret < 0:
+            raise self._error(-ret, "next_key", None)
+        return out.raw
+
+    def _error(self, err: int, op: str, key: Any) -> EBPFError:
+        what = f"map {self.name}: {op}"
+        if err == _ENOENT:
+            return KeyNotExistError(f"{what}: key {_show(key)} does not exist" if key is not None else f"{what}: map is empty")
+        if err == _EEXIST:
+            return KeyExistError(f"{what}: key {_show(key)} already exists")
+        if err == _ENOSPC and op == "update":
+            return EBPFError(f"{what}: map is full ({self.max_entries} entries)", err)
+        if err == _EPERM and self._flags_readonly():
+            return PermissionDeniedError(f"{what}: map is read-only (frozen or BPF_F_RDONLY)", err)
+        if err in (95, 524, _EINVAL) and op in ("lookup", "lookup_and_delete", "delete", "next_key") and self._type in _NO_LOOKUP_TYPES:
+            return NotSupportedError(f"{op} on a {self._type.name} map", errno=err)
+        return _libbpf.errno_error(err, what)
+
+    def _flags_readonly(self) -> bool:
+        return bool(self._spec.flags & (MapFlags.RDONLY | MapFlags.RDONLY_PROG))
+
+    # -- mapping protocol ----------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            self.lookup(key)
+        except KeyNotExistError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
+
+    def keys(self) -> Iterator[Any]:
+        """Iterate over the keys (see :meth:`items`)."""
+        for k, _ in self._iter_raw(values=False):
+            yield self._decode_key(k)
+
+    def values(self) -> Iterator[Any]:
+        for _, v in self.items():
+            yield v
+
+    def items(self) -> Iterator[Tuple[Any, Any]]:
+        """Iterate over ``(key, value)`` pairs.
+
+        Uses batch lookups where the kernel has them (hash and array maps),
+        else ``next_key``.  Survives concurrent deletes; if the map changes so
+        much that iteration cannot make progress it raises
+        :class:`IterationAbortedError` instead of stopping silently.
+        """
+        dk, dv = self._decode_key, self._decode_value
+        for k, v in self._iter_raw(values=True):
+            yield dk(k), dv(v)
+
+    def _iter_raw(self, values: bool) -> Iterator[Tuple[bytes, bytes]]:
+        if self._type in _NO_LOOKUP_TYPES or self._key_size == 0:
+            raise NotSupportedError(f"iterating a {self._type.name} map")
+        if self._type in _BATCH_TYPES and _batch_supported():
+            yield from self._iter_batch()
+            return
+        yield from self._iter_next_key(values)
+
+    def _iter_batch(self) -> Iterator[Tuple[bytes, bytes]]:
+        ks, vs = self._key_size, self._vbuf_size
+        count = max(1, min(self.max_entries, 4096))
+        cursor: Optional[bytes] = None
+        while True:
+            try:
+                keys, vals, n, cursor = self._batch(count, cursor, delete=False)
+            except _BucketTooSmall:
+                count *= 2
+                continue
+            for i in range(n):
+                yield keys[i * ks : (i + 1) * ks], vals[i * vs : (i + 1) * vs]
+            if cursor is None:
+                return
+
+    def _iter_next_key(self, values: bool) -> Iterator[Tuple[bytes, bytes]]:
+        # The kernel restarts from the first key when the current one was
+        # deleted; bound the walk like cilium does, so a map that changes
+        # faster than we read cannot loop us forever.
+        limit = max(self.max_entries, 1) * 2 + 16
+        key = self._next_key_raw(None)
+        seen = 0
+        lookup = _libbpf.lib.bpf_map_lookup_elem
+        while key is not None:
+            seen += 1
+            if seen > limit:
+                raise IterationAbortedError(f"map {self.name}: iteration aborted after {limit} keys (map changed concurrently)")
+            if values:
+                vb = ctypes.create_string_buffer(self._vbuf_size)
+                ret = lookup(self.fd, key, vb)
+                if ret == -_ENOENT:
+                    key = self._next_key_raw(key)
+                    continue  # deleted since next_key: skip it
+                if ret < 0:
+                    raise self._error(-ret, "lookup", key)
+                yield key, vb.raw
+            else:
+                yield key, b""
+            key = self._next_key_raw(key)
+
+    # -- batch operations ------------------------------------------------
+
+    def _batch(self, count: int, cursor: Optional[bytes], delete: bool) -> Tuple[bytes, bytes, int, Optional[bytes]]:
+        ks, vs = self._key_size, self._vbuf_size
+        token = max(ks, 8)
+        keys = ctypes.create_string_buffer(ks * count)
+        vals = ctypes.create_string_buffer(vs * count)
+        out = ctypes.create_string_buffer(token)
+        n = ctypes.c_uint32(count)
+        opts = _libbpf.bpf_map_batch_opts()
+        fn = _libbpf.lib.bpf_map_lookup_and_delete_batch if delete else _libbpf.lib.bpf_map_lookup_batch
+        in_buf = None if cursor is None else ctypes.create_string_buffer(cursor, token)
+        ret = fn(self.fd, in_buf, out, keys, vals, ctypes.byref(n), ctypes.byref(opts))
+        if ret < 0:
+            err = -ret
+            if err == _ENOENT:
+                return keys.raw, vals.raw, n.value, None
+            if err == _ENOSPC:
+                raise _BucketTooSmall()
+            if err in (_EINVAL, 95, 524) and not _batch_supported():
+                raise NotSupportedError("batch operations", min_kernel="5.6", errno=err)
+            raise self._error(err, "batch lookup", None)
+        return keys.raw, vals.raw, n.value, out.raw
+
+    def batch_lookup(self, cursor: Optional[bytes] = None, count: int = 4096) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+        """Read up to ``count`` entries in one syscall.
+
+        Returns ``(items, cursor)``; pass the cursor back to continue, it is
+        None once the map is exhausted.
+        """
+        return self._batch_items(cursor, count, delete=False)
+
+    def batch_lookup_and_delete(self, cursor: Optional[bytes] = None, count: int = 4096) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+        """Like :meth:`batch_lookup`, deleting what it returns."""
+        return self._batch_items(cursor, count, delete=True)
+
+    def _batch_items(self, cursor: Optional[bytes], count: int, delete: bool) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+        if count <= 0:
+            raise ValueError("count must be positive")
+        keys, vals, n, nxt = self._batch(count, cursor, delete)
+        ks, vs = self._key_size, self._vbuf_size
+        items = [(self._decode_key(keys[i * ks : (i + 1) * ks]), self._decode_value(vals[i * vs : (i + 1) * vs])) for i in range(n)]
+        return items, nxt
+
+    def batch_update(self, keys: Sequence[Any], values: Sequence[Any], flags: int = UpdateFlags.ANY) -> int:
+        """Write many entries in one syscall; returns how many were written."""
+        if len(keys) != len(values):
+            raise ValueError(f"batch_update: {len(keys)} keys but {len(values)} values")
+        if not keys:
+            return 0
+        kb = b"".join(self._key(k) or b"" for k in keys)
+        vb = b"".join(self._value(v) for v in values)
+        n = ctypes.c_uint32(len(keys))
+        opts = _libbpf.bpf_map_batch_opts(elem_flags=int(flags))
+        ret = _libbpf.lib.bpf_map_update_batch(self.fd, kb, vb, ctypes.byref(n), ctypes.byref(opts))
+        if ret < 0:
+            raise self._error(-ret, "batch update", None)
+        return n.value
+
+    def batch_delete(self, keys: Sequence[Any]) -> int:
+        """Delete many keys in one syscall; returns how many were deleted."""
+        if not keys:
+            return 0
+        kb = b"".join(self._key(k) or b"" for k in keys)
+        n = ctypes.c_uint32(len(keys))
+        opts = _libbpf.bpf_map_batch_opts()
+        ret = _libbpf.lib.bpf_map_delete_batch(self.fd, kb, ctypes.byref(n), ctypes.byref(opts))
+        if ret < 0:
+            raise self._error(-ret, "batch delete", None)
+        return n.value
+
+    # -- whole-map operations ------------------------------------------------
+
+    def freeze(self) -> None:
+        """Make the map read-only from user space (BPF_MAP_FREEZE)."""
+        try:
+            _libbpf.lib.bpf_map_freeze(self.fd)
+        except EBPFError as exc:
+            raise type(exc)(f"map {self.name}: freeze: {exc}", exc.errno) from None
+
+    def info(self) -> MapInfo:
+        """What the kernel reports about this map."""
+        return map_info(self.fd)
+
+    def clone(self) -> "Map":
+        """A second handle on the same kernel map (a duplicated fd)."""
+        new = Map._from_fd(self._dup(), self._spec.copy())
+        return new
+
+    def memory(self) -> mmap.mmap:
+        """The map's values as shared memory (``BPF_F_MMAPABLE`` arrays).
+
+        Writes are seen by programs at once.  Frozen maps (such as
+        ``.rodata``) are mapped read-only, since the kernel refuses a
+        writable mapping of them.
+        """
+        if self._memory is not None and not self._memory.closed:
+            return self._memory
+        if self._type not in (MapType.ARRAY, MapType.ARENA) or not self._spec.flags & MapFlags.MMAPABLE:
+            raise NotSupportedError(f"memory() of map {self.name}", detail="needs an ARRAY map with BPF_F_MMAPABLE")
+        size = _round_page(self._stride * self.max_entries if self._stride else 0)
+        try:
+            mem = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except PermissionError:
+            mem = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        except OSError as exc:
+            raise _libbpf.errno_error(exc.errno or 22, f"map {self.name}: mmap") from None
+        self._memory = mem
+        return mem
+
+    def close(self) -> None:
+        mem, self._memory = getattr(self, "_memory", None), None
+        if mem is not None:
+            try:
+                mem.close()
+            except BufferError:
+                pass  # a memoryview still uses it; the mapping dies with it
+        super().close()
+
+    def pin(self, path: "os.PathLike[str] | str") -> None:
+        """Pin the map to ``path`` on bpffs (see :func:`load_pinned_map`)."""
+        super().pin(path)
+
+    def _apply_contents(self, contents: Sequence[Tuple[Any, Any]], resolve: Optional[Callable[[Any], Any]] = None) -> None:
+        for k, v in contents:
+            if resolve is not None:
+                v = resolve(v)
+            self.update(k, v)
+
+
+class _BucketTooSmall(Exception):
+    pass
+
+
+def _show(key: Any) -> str:
+    r = repr(key)
+    return r if len(r) <= 64 else r[:61] + "..."
+
+
+def _fd_value(value: Any, size: int, name: str) -> bytes:
+    fd = getattr(value, "fd", value)
+    if isinstance(fd, (bytes, bytearray)) and len(fd) == size:
+        return bytes(fd)
+    if not isinstance(fd, int):
+        raise TypeError(f"map {name}: values are maps/programs (or their fds), not {type(value).__name__}")
+    return fd.to_bytes(size, _BYTEORDER)
+
+
+def _object_from_id(t: MapType, obj_id: int) -> Any:
+    if t == MapType.PROG_ARRAY:
+        from .programs import program_from_id
+
+        return program_from_id(obj_id)
+    if t in MAP_IN_MAP_TYPES:
+        return map_from_id(obj_id)
+    return obj_id
+
+
+def map_from_id(map_id: int) -> Map:
+    """Open the map with kernel id ``map_id``."""
+    try:
+        fd = _libbpf.lib.bpf_map_get_fd_by_id(map_id)
+    except EBPFError as exc:
+        if exc.errno == _ENOENT:
+            raise KeyNotExistError(f"no map with id {map_id}") from None
+        raise
+    return Map._from_fd(fd)
+
+
+def _round_page(n: int) -> int:
+    page = mmap.PAGESIZE
+    return max(page, (n + page - 1) // page * page)
+
+
+_BATCH_OK: Optional[bool] = None
+
+
+def _batch_supported() -> bool:
+    global _BATCH_OK
+    if _BATCH_OK is None:
+        from .features import have_batch_api
+
+        _BATCH_OK = have_batch_api()
+    return _BATCH_OK
+
+
+# --------------------------------------------------------------------------
+# Creation
+
+
+def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
+    from .features import have_map_type, object_names_supported
+
+    if spec.type in MAP_IN_MAP_TYPES and inner_fd is None:
+        if spec.inner_map is None:
+            raise ValueError(f"map {spec.name}: {spec.type.name} needs inner_map")
+        tmp = _create(spec.inner_map)
+        try:
+            return _create(spec, inner_fd=tmp)
+        finally:
+            os.close(tmp)
+    opts = _libbpf.bpf_map_create_opts(
+        map_flags=int(spec.flags),
+        numa_node=spec.numa_node,
+        map_extra=spec.map_extra,
+        inner_map_fd=inner_fd or 0,
+    )
+    name = sanitize_name(spec.name) if object_names_supported() else ""
+    key_size = spec.key_size
+    value_size = spec.value_size
+    max_entries = spec.max_entries
+    if spec.type == MapType.PERF_EVENT_ARRAY:
+        # cilium: a perf event array with no size gets one slot per CPU.
+        key_size = key_size or 4
+        value_size = value_size or 4
+        max_entries = max_entries or _libbpf.num_possible_cpus()
+    try:
+        return int(_libbpf.lib.bpf_map_create(int(spec.type), name.encode() or None, key_size, value_size, max_entries, ctypes.byref(opts)))
+    except PermissionDeniedError as exc:
+        raise PermissionDeniedError(
+            f"creating map {spec.name}: {os.strerror(exc.errno or 1)} (needs CAP_BPF or CAP_SYS_ADMIN)", exc.errno
+        ) from None
+    except NotSupportedError:
+        raise
+    except EBPFError as exc:
+        if exc.errno == _EINVAL and isinstance(spec.type, MapType) and not have_map_type(spec.type):
+            raise NotSupportedError(f"map type {spec.type.name}", errno=exc.errno) from None
+        raise EBPFError(f"creating map {spec.name} ({_describe(spec)}): {os.strerror(exc.errno or 22)}", exc.errno) from None
+
+
+def _describe(spec: MapSpec) -> str:
+    t = spec.type.name if isinstance(spec.type, MapType) else spec.type
+    return f"{t}, key {spec.key_size}, value {spec.value_size}, max_entries {spec.max_entries}, flags {spec.flags:#x}"
+
+
+def new_map(spec: MapSpec) -> Map:
+    """Create a map from ``spec`` (same as ``Map(spec)``)."""
+    return Map(spec)
+
+
+def load_pinned_map(path: "os.PathLike[str] | str", read_only: bool = False) -> Map:
+    """Open a map pinned at ``path``."""
+    fd = open_pinned(path, read_only)
+    m = Map._from_fd(fd)
+    m._pinned_path = os.fspath(path)
+    return m
+
+
+def check_compatible(spec: MapSpec, info: MapInfo, what: str) -> None:
+    """Raise MapIncompatibleError naming every field where ``info`` differs."""
+    diffs = {}
+    # Flags the kernel adds on its own are not a mismatch.
+    ignore = int(MapFlags.INNER_MAP | MapFlags.RDONLY_PROG | MapFlags.WRONLY_PROG)
+    pairs = [
+        ("type", int(spec.type), int(info.type)),
+        ("key_size", spec.key_size, info.key_size),
+        ("value_size", spec.value_size, info.value_size),
+        ("max_entries", spec.max_entries, info.max_entries),
+        ("flags", int(spec.flags) & ~ignore, info.flags & ~ignore),
+    ]
+    if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
+        pairs = [p for p in pairs if p[0] != "max_entries"]
+    for field_name, want, have in pairs:
+        if want != have:
+            diffs[field_name] = (want, have)
+    if diffs:
+        detail = ", ".join(f"{k} {w} != {h}" for k, (w, h) in diffs.items())
+        raise MapIncompatibleError(f"{what}: incompatible map: {detail}", diffs)
+
+
+__all__ += ["sanitize_name", "check_compatible", "check_pin_path", "pin_error"]

@@ -101,7 +101,10 @@ class Instructions(List[Instruction]):
             try:
                 program.append(from_words(first, second, little))
             except AsmError as err:
-                raise _with_index(err, len(program), i) from None
+                # Say where: the instruction constructor cannot know.
+                err.index = len(program)
+                err.args = (f"instruction {len(program)} (byte offset {i * INSTRUCTION_SIZE}): {err}",)
+                raise
             i += 2 if second is not None else 1
         if labels:
             program._synthesize_labels()
@@ -226,10 +229,6 @@ class Instructions(List[Instruction]):
             lines.append(f"{slot:>8}:\t{ins}")
         return "\n".join(lines)
 
-    def format(self) -> str:
-        """The disassembly listing (same as ``str()``)."""
-        return str(self)
-
     # -- internals ----------------------------------------------------------------------
 
     def _resolved(self) -> List[Instruction]:
@@ -278,14 +277,3 @@ class Instructions(List[Instruction]):
                 self[target] = self[target].with_symbol(names[target])
         for index, target in targets.items():
             self[index] = self[index].with_reference(names[target])
-
-
-def _with_index(err: AsmError, index: int, slot: int) -> AsmError:
-    """Re-raise-able copy of a decode error annotated with where it happened."""
-    message = f"instruction {index} (byte offset {slot * INSTRUCTION_SIZE}): {err}"
-    new = type(err).__new__(type(err))
-    Exception.__init__(new, message)
-    new.__dict__.update(err.__dict__)
-    new.index = index
-    new.errno = getattr(err, "errno", None)
-    return new

@@ -392,7 +392,7 @@ def validate_raw(raw: RawBTF) -> None:
                 if end > limit:
                     raise BTFError(f"type {tid}: member {n} ends at bit {end}, past the size {r.a}")
         elif r.kind == Kind.DATASEC:
-            prev_end = 0
+            spans = []
             for n, (vtype, voff, vsize) in enumerate(r.items):
                 vk = get(vtype).kind if vtype else 0
                 if vk not in (Kind.VAR, Kind.FUNC):
@@ -401,11 +401,16 @@ def validate_raw(raw: RawBTF) -> None:
                     need = _size_of(raw, vtype, get, sizes)
                     if need is None or vsize < need:
                         raise BTFError(f"type {tid}: section entry {n} size {vsize} smaller than its type")
-                if voff < prev_end:
-                    raise BTFError(f"type {tid}: section entries overlap or are unsorted at {n}")
-                prev_end = voff + vsize
-                if r.a and prev_end > r.a:
+                if r.a and voff + vsize > r.a:
                     raise BTFError(f"type {tid}: section entry {n} past the section size {r.a}")
+                spans.append((voff, vsize))
+            # Size 0 means an object file the loader has not fixed up yet:
+            # every variable still sits at offset 0.
+            if r.a:
+                spans.sort()
+                for (o1, s1), (o2, _) in zip(spans, spans[1:]):
+                    if o1 + s1 > o2:
+                        raise BTFError(f"type {tid}: section entries overlap at offset {o2}")
         elif r.kind == Kind.VAR:
             if _size_of(raw, r.a, get, sizes) is None:
                 raise BTFError(f"type {tid}: variable of a type without size")

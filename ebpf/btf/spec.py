@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from typing import Dict, Iterator, List, Optional, Tuple, Type as _PyType, Union as _U
 
@@ -338,10 +339,52 @@ def _read(path_or_bytes: _U[str, "os.PathLike[str]", bytes, bytearray, memoryvie
 def _btf_from_elf(data: bytes) -> bytes:
     from .._elf import ElfFile
 
-    sec = ElfFile(data).section_by_name(".BTF")
+    elf = ElfFile(data)
+    sec = elf.section_by_name(".BTF")
     if sec is None:
         raise BTFError("ELF file has no .BTF section")
-    return sec.data
+    return _fixup_datasecs(sec.data, elf)
+
+
+def _fixup_datasecs(btf: bytes, elf) -> bytes:
+    """Fill in what the compiler leaves to the loader, as libbpf does.
+
+    Clang writes DATASEC records with size 0 and every variable at offset 0;
+    the real values are the ELF section's size and each symbol's value.
+    """
+    raw = RawBTF(btf)
+    patches = {}
+    symbols = None
+    for n, off in enumerate(raw.offsets):
+        info = raw.words[off + 1]
+        if (info >> 24) & 0x1F != Kind.DATASEC or raw.words[off + 2] != 0:
+            continue
+        name = raw.string(raw.words[off])
+        section = elf.section_by_name(name)
+        if section is None:
+            continue
+        if symbols is None:
+            symbols = {}
+            for sym in elf.symbols:
+                if sym.name:
+                    symbols.setdefault((sym.shndx, sym.name), sym.value)
+        patches[off + 2] = section.size
+        for i in range(info & 0xFFFF):
+            item = off + 3 + 3 * i
+            var_id = raw.words[item]
+            if raw.owns(var_id) and raw.kind_of(var_id) == Kind.VAR:
+                var_name = raw.string(raw.name_offset_of(var_id))
+                value = symbols.get((section.index, var_name))
+                if value is not None:
+                    patches[item + 1] = value
+    if not patches:
+        return btf
+    out = bytearray(btf)
+    hdr_len, type_off = struct.unpack_from(("<" if raw.byte_order == "little" else ">") + "4xII", btf)
+    fmt = "<I" if raw.byte_order == "little" else ">I"
+    for word, value in patches.items():
+        struct.pack_into(fmt, out, hdr_len + type_off + 4 * word, value)
+    return bytes(out)
 
 
 def load_spec(path_or_bytes: _U[str, "os.PathLike[str]", bytes, bytearray, memoryview],

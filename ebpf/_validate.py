@@ -267,6 +267,17 @@ def check_btf_ext(data: bytes, btf: Optional[_BTFInfo]) -> None:
             pos += num * rec_size
 
 
+def _check_insn_relocations(target: _elf.Section, relocs: List[_elf.Relocation]) -> None:
+    """Relocated instructions must be whole; a 64-bit immediate load is two
+    slots, and libbpf patches the second one without checking it exists."""
+    code = target.data
+    for rel in relocs:
+        if rel.offset % 8 or rel.offset + 8 > len(code):
+            raise InvalidObjectError(f"invalid ELF object: relocation at {rel.offset} is not on an instruction of {target}")
+        if code[rel.offset] == 0x18 and rel.offset + 16 > len(code):
+            raise InvalidObjectError(f"invalid ELF object: relocated 64-bit load at {rel.offset} is cut off by the end of {target}")
+
+
 def check_object(data: bytes) -> None:
     """Raise InvalidObjectError unless ``data`` is safe to give libbpf.
 
@@ -274,15 +285,26 @@ def check_object(data: bytes) -> None:
     hang on it; libbpf may still refuse it with an error.
     """
     elf = _elf.ElfFile(data)
-    elf.symbols  # parses and bounds-checks the symbol table
     shnum = len(elf.sections)
+    for sym in elf.symbols:
+        # libbpf checks "st_value + st_size > section size" in 64-bit
+        # arithmetic, so a huge st_value wraps around and it copies a
+        # program from far outside the buffer.
+        if sym.type in (_elf.STT_FUNC, _elf.STT_OBJECT) and 0 < sym.shndx < _elf.SHN_LORESERVE:
+            home = elf.sections[sym.shndx]
+            if sym.value + sym.size > home.size:
+                raise InvalidObjectError(
+                    f"invalid ELF object: symbol {sym.index} ({sym.name}) extends past the end of {home}"
+                )
     for sec in elf.sections:
         if sec.type in (_elf.SHT_REL, _elf.SHT_RELA):
             if sec.info >= shnum:
                 raise InvalidObjectError(f"invalid ELF object: {sec} applies to section {sec.info} of {shnum}")
             target = elf.sections[sec.info]
             # Bounds-checks every entry's symbol index and offset.
-            elf._parse_relocations(sec, target)
+            relocs = elf._parse_relocations(sec, target)
+            if target.flags & _elf.SHF_EXECINSTR and target.type == _elf.SHT_PROGBITS:
+                _check_insn_relocations(target, relocs)
 
     btf_info: Optional[_BTFInfo] = None
     # libbpf uses the last section of each name; check every one.

@@ -77,6 +77,15 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     choice = rng.random()
     if choice < 0.08:
         return bytes(buf[: rng.randrange(len(buf))])
+    if choice < 0.16:
+        # A whole aligned word set to an edge value: reaches 64-bit offset
+        # and size fields, where wrap-around bugs live, which byte flips
+        # almost never do.
+        width = rng.choice((4, 8))
+        pos = rng.randrange(len(buf) // width) * width
+        value = rng.choice((0, 1, 8, 0x7FFFFFFF, 0xFFFFFFFF, -8, -(1 << 24), 1 << 31, 1 << 32))
+        buf[pos : pos + width] = (value % (1 << (8 * width))).to_bytes(width, rng.choice(("little", "big")))
+        return bytes(buf)
     for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4, 6))):
         pos = rng.randrange(len(buf))
         kind = rng.random()

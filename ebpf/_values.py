@@ -23,7 +23,13 @@ def encode_fixed(value: Any, size: int, codec: Optional[Any] = None, what: str =
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
     elif codec is not None and not isinstance(value, _CTYPES) and not hasattr(value, "__bytes__"):
-        raw = codec.encode(value)
+        try:
+            raw = codec.encode(value)
+        except MarshalError:
+            raise
+        except ValueError as exc:
+            # One error type for "does not fit", whether BTF said so or we did.
+            raise MarshalError(f"{what}: {exc}") from None
     elif isinstance(value, bool):
         raw = int(value).to_bytes(size, _BYTEORDER) if size else b""
     elif isinstance(value, int):

@@ -29,7 +29,7 @@ from .programs import (
     verifier_error,
 )
 from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, _codec_for_var, _map_spec
-from .types import MapFlags, PinType
+from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
 
@@ -304,6 +304,11 @@ class _Loader:
             ms = spec.maps.get(key)
             if ms is None or not self.wanted_map(key):
                 lib.bpf_map__set_autocreate(m, False)
+                if lib.bpf_map__type(m) == MapType.PROG_ARRAY:
+                    # libbpf 1.1 fills ELF-initialised prog array slots even
+                    # for maps it did not create (and fails with EBADF); it
+                    # skips maps of other types, so retype the unused map.
+                    lib.bpf_map__set_type(m, int(MapType.ARRAY))
             else:
                 self._apply_map(m, key, ms, keep)
                 created.append((key, m))
@@ -586,8 +591,13 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     coll = Collection(spec, _programs=progs, _maps=maps, **options)
     try:
         target = objs() if isinstance(objs, type) else objs
+        given: Dict[Tuple[str, type], Any] = {}
         for attr, (name, t) in wanted.items():
-            obj = coll.detach_program(name) if t is Program else coll.detach_map(name)
+            if (name, t) in given:
+                obj = given[(name, t)].clone()  # each attribute owns its handle
+            else:
+                obj = coll.detach_program(name) if t is Program else coll.detach_map(name)
+                given[(name, t)] = obj
             setattr(target, attr, obj)
     finally:
         coll.close()

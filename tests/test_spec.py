@@ -1,0 +1,158 @@
+"""CollectionSpec from ELF: pure data, no kernel."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+
+import ebpf
+from ebpf import AttachType, MapType, PinType, ProgramType
+from ebpf.errors import InvalidObjectError, MarshalError, NotSupportedError
+
+from conftest import fixture_path
+
+
+@pytest.fixture(scope="module")
+def core_spec():
+    return ebpf.load_collection_spec(fixture_path("core.o"))
+
+
+def test_maps_are_read(core_spec):
+    m = core_spec.maps
+    assert m["hash_map"] == ebpf.MapSpec("hash_map", MapType.HASH, 4, 8, 64)
+    assert m["array_map"].type == MapType.ARRAY and m["array_map"].max_entries == 4
+    assert m["queue_map"].key_size == 0 and m["queue_map"].value_size == 4
+    assert m["lpm_map"].flags == 1  # BPF_F_NO_PREALLOC
+    assert m["pinned_map"].pinning == PinType.BY_NAME
+    assert m["percpu_map"].type == MapType.PERCPU_ARRAY
+
+
+def test_inner_map_and_init_slots(core_spec):
+    outer = core_spec.maps["outer_map"]
+    assert outer.type == MapType.ARRAY_OF_MAPS
+    assert outer.inner_map is not None
+    assert (outer.inner_map.type, outer.inner_map.key_size, outer.inner_map.value_size) == (MapType.ARRAY, 4, 4)
+    assert outer.contents == [(0, "inner_a")]
+    assert core_spec.maps["jump_table"].contents == [(1, "tail_target")]
+
+
+def test_data_sections_are_maps_keyed_by_section(core_spec):
+    for sec in (".data", ".rodata", ".bss", ".data.custom"):
+        assert sec in core_spec.maps
+        assert core_spec.maps[sec].is_data_section
+    assert core_spec.maps[".rodata"].value_size == 4
+    assert core_spec.maps[".data"].contents[0][1][:4] == (1).to_bytes(4, "little")
+
+
+def test_programs_read_with_libbpf_types(core_spec):
+    p = core_spec.programs
+    assert set(p) == {"tail_target", "xdp_pass", "run_syscall", "sock_filter", "tp_getpid", "raw_tp_prog"}
+    assert "add_twice" not in p  # .text functions are not programs
+    assert p["xdp_pass"].type == ProgramType.XDP and p["xdp_pass"].attach_type == AttachType.XDP
+    assert p["sock_filter"].type == ProgramType.SOCKET_FILTER
+    assert p["run_syscall"].type == ProgramType.SYSCALL
+    tp = p["tp_getpid"]
+    assert tp.type == ProgramType.TRACEPOINT
+    assert tp.section_name == "tracepoint/syscalls/sys_enter_getpid"
+    assert tp.attach_to == "syscalls/sys_enter_getpid"
+    assert p["raw_tp_prog"].type == ProgramType.RAW_TRACEPOINT
+    assert all(x.license == "GPL" for x in p.values())
+    assert len(p["run_syscall"].instructions) % 8 == 0 and p["run_syscall"].instructions
+
+
+def test_variables(core_spec):
+    v = core_spec.variables
+    assert {"counter", "ret_value", "bss_value", "custom_value", "message"} <= set(v)
+    assert v["counter"].section == ".data" and v["counter"].size == 4
+    assert v["ret_value"].section == ".rodata" and v["ret_value"].constant
+    assert v["custom_value"].section == ".data.custom"
+    assert v["counter"].get_bytes() == (1).to_bytes(4, "little")
+    assert v["custom_value"].get_bytes() == (42).to_bytes(4, "little")
+
+
+def test_variable_set_changes_spec_only_and_checks_size():
+    spec = ebpf.load_collection_spec(fixture_path("core.o"))
+    before = spec.copy()
+    spec.variables["ret_value"].set(99)
+    assert spec.variables["ret_value"].get_bytes() == (99).to_bytes(4, "little")
+    assert spec.maps[".rodata"].contents[0][1] == (99).to_bytes(4, "little")
+    assert before.variables["ret_value"].get_bytes() == (7).to_bytes(4, "little")
+    with pytest.raises(MarshalError):
+        spec.variables["ret_value"].set(b"\x01\x02")
+    with pytest.raises(MarshalError):
+        spec.variables["ret_value"].set(1 << 40)
+    assert spec.variables["ret_value"].get_bytes() == (99).to_bytes(4, "little")
+
+
+def test_same_bytes_give_equal_specs():
+    data = fixture_path("core.o").read_bytes()
+    a = ebpf.load_collection_spec(data)
+    b = ebpf.load_collection_spec(io.BytesIO(data))
+    assert a == b
+    assert a.maps == b.maps and a.programs == b.programs
+
+
+def test_copy_is_deep():
+    spec = ebpf.load_collection_spec(fixture_path("core.o"))
+    c = spec.copy()
+    assert c == spec
+    c.maps["hash_map"].max_entries = 1
+    c.programs["xdp_pass"].license = "MIT"
+    c.variables["counter"].set(5)
+    c.maps["outer_map"].inner_map.max_entries = 9
+    assert spec.maps["hash_map"].max_entries == 64
+    assert spec.programs["xdp_pass"].license == "GPL"
+    assert spec.variables["counter"].get_bytes() == (1).to_bytes(4, "little")
+    assert spec.maps["outer_map"].inner_map.max_entries == 1
+    assert c != spec
+    d = copy.deepcopy(spec)
+    assert d == spec and d.maps["hash_map"] is not spec.maps["hash_map"]
+
+
+def test_btf_types_attached(core_spec):
+    assert core_spec.types is not None
+    assert core_spec.maps["hash_map"].key is not None
+    assert core_spec.maps["hash_map"].value is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello", b"\x7fELF" + b"\0" * 10, b"\x7fELF\x02\x01\x01" + b"\0" * 100],
+    ids=["empty", "text", "truncated-ident", "truncated-header"],
+)
+def test_malformed_elf_is_typed_error(data):
+    with pytest.raises(InvalidObjectError):
+        ebpf.load_collection_spec(data)
+
+
+def test_truncated_object_is_typed_error():
+    data = fixture_path("core.o").read_bytes()
+    for cut in (64, len(data) // 2, len(data) - 1):
+        with pytest.raises(InvalidObjectError):
+            ebpf.load_collection_spec(data[:cut])
+
+
+def test_missing_file_is_typed_error(tmp_path):
+    with pytest.raises(InvalidObjectError):
+        ebpf.load_collection_spec(tmp_path / "nope.o")
+
+
+def test_big_endian_object_names_libbpf_version():
+    with pytest.raises(NotSupportedError) as exc:
+        ebpf.load_collection_spec(fixture_path("core.bpfeb.o"))
+    assert exc.value.min_libbpf == "1.5"
+    assert "libbpf 1.5" in str(exc.value)
+
+
+def test_load_spec_makes_no_bpf_syscall(monkeypatch):
+    # Any bpf() syscall goes through these low-level entry points.
+    from ebpf import _libbpf
+
+    calls = []
+    for name in ("bpf_map_create", "bpf_prog_load", "bpf_btf_load"):
+        real = getattr(_libbpf.lib, name)
+        monkeypatch.setattr(_libbpf.lib, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
+    ebpf.load_collection_spec(fixture_path("core.o"))
+    assert calls == []

@@ -481,10 +481,11 @@ class Map(FDOwner):
 
     def freeze(self) -> None:
         """Make the map read-only from user space (BPF_MAP_FREEZE)."""
+        fd = self.fd
         try:
-            _libbpf.lib.bpf_map_freeze(self.fd)
+            _libbpf.lib.bpf_map_freeze(fd)
         except EBPFError as exc:
-            raise type(exc)(f"map {self.name}: freeze: {exc}", exc.errno) from None
+            raise _libbpf.errno_error(exc.errno or 22, f"map {self.name}: freeze") from None
 
     def info(self) -> MapInfo:
         """What the kernel reports about this map."""

@@ -171,6 +171,7 @@ class Program(FDOwner):
         data = bytes(data)
         out_size = data_out_size if data_out_size is not None else (len(data) + 256 if data else 0)
         ctx_in = bytes(ctx) if ctx is not None else None
+        fd = self.fd
         while True:
             data_out = ctypes.create_string_buffer(out_size) if out_size else None
             ctx_out = ctypes.create_string_buffer(len(ctx_in)) if ctx_in else None
@@ -189,7 +190,7 @@ class Program(FDOwner):
                 cpu=cpu,
             )
             try:
-                _libbpf.lib.bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+                _libbpf.lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
             except EBPFError as exc:
                 if exc.errno == _EINTR:
                     continue  # a signal interrupted a long run: the kernel wants a retry
@@ -204,7 +205,7 @@ class Program(FDOwner):
                         f"test run of {t} programs" + (f" with repeat={repeat}" if repeat > 1 else ""),
                         errno=exc.errno,
                     ) from None
-                raise type(exc)(f"program {self._name}: test run: {exc}", exc.errno) from None
+                raise _libbpf.errno_error(exc.errno or 22, f"program {self._name}: test run") from None
             break
         out = data_out.raw[: opts.data_size_out] if data_out is not None else b""
         return RunResult(
@@ -228,11 +229,7 @@ def _load(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: 
     from .features import object_names_supported
     from .maps import sanitize_name
 
-    insns_obj = spec.instructions
-    if hasattr(insns_obj, "resolve_maps") and maps:
-        insns_obj = insns_obj.copy()
-        insns_obj.resolve_maps(maps)
-    insns = spec.encoded_instructions() if insns_obj is spec.instructions else _encode(insns_obj)
+    insns = _resolved_instructions(spec, maps)
     if not insns:
         raise ValueError(f"program {spec.name}: no instructions")
     if not spec.license:
@@ -282,10 +279,22 @@ def _load(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: 
     raise _libbpf.errno_error(err, f"loading program {spec.name}")
 
 
-def _encode(insns: Any) -> bytes:
-    from .spec import encode_instructions
+def _resolved_instructions(spec: ProgramSpec, maps: Mapping[str, Any]) -> bytes:
+    """Encode ``spec.instructions`` with map references turned into fds."""
+    insns = spec.instructions
+    if not hasattr(insns, "resolve_maps"):
+        return spec.encoded_instructions()
+    from .asm import Pseudo
+    from .asm.opcodes import LDDW
 
-    return encode_instructions(insns)
+    insns = insns.copy()
+    for i, ins in enumerate(insns):
+        # A map load straight from an ELF still has src 0; libbpf would mark
+        # it as a map fd load while relocating, so do the same here.
+        if ins.reference is not None and ins.opcode == LDDW and ins.src == 0 and not ins.reference.startswith("."):
+            insns[i] = ins.replace(src=Pseudo.MAP_FD)
+    insns.resolve_maps(maps)
+    return bytes(insns.encode())
 
 
 def _vmlinux_btf_id(target: str, attach_type: Any) -> int:

@@ -216,6 +216,8 @@ class CollectionSpec:
     _elf_map_keys: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # program name -> names of the maps its code (and .text) refers to.
     _references: Dict[str, List[str]] = field(default_factory=dict, repr=False, compare=False)
+    # program name -> (instruction slot, map key) of each map load in its code.
+    _map_loads: Dict[str, List[Tuple[int, str]]] = field(default_factory=dict, repr=False, compare=False)
 
     def copy(self) -> "CollectionSpec":
         """A deep copy: editing it never touches this spec."""
@@ -234,6 +236,7 @@ class CollectionSpec:
             _object_name=self._object_name,
             _elf_map_keys=dict(self._elf_map_keys),
             _references={k: list(v) for k, v in self._references.items()},
+            _map_loads={k: list(v) for k, v in self._map_loads.items()},
         )
 
     __copy__ = copy
@@ -406,7 +409,23 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
 
     _add_variables(spec, types)
     spec._references = _program_references(spec, elf)
+    _decode_instructions(spec, elf)
     return spec
+
+
+def _decode_instructions(spec: CollectionSpec, elf: "_elf.ElfFile") -> None:
+    """Turn each program's bytes into ``asm.Instructions`` whose map loads
+    name their map (from the ELF relocations), like cilium's ELF reader."""
+    from .asm import Instructions
+
+    for name, prog in spec.programs.items():
+        insns = Instructions.decode(prog.instructions, elf.byteorder)
+        slot_to_index = {off: i for i, off in enumerate(insns.raw_offsets())}
+        for slot, target in spec._map_loads.get(name, ()):
+            i = slot_to_index.get(slot)
+            if i is not None and insns[i].is_load_imm64:
+                insns[i] = insns[i].with_reference(target)
+        prog.instructions = insns
 
 
 def _map_spec(lib: Any, m: Any, name: str, types: Any) -> MapSpec:
@@ -523,8 +542,10 @@ def _program_references(spec: CollectionSpec, elf: "_elf.ElfFile") -> Dict[str, 
     for name, prog in spec.programs.items():
         refs = set(text)
         func = next((f for f in funcs_by_section.get(prog.section_name, []) if f.name == name), None)
+        start = func.value if func is not None else 0
         for off, target in by_section.get(prog.section_name, []):
             if func is None or func.value <= off < func.value + max(func.size, 1):
                 refs.add(target)
+                spec._map_loads.setdefault(name, []).append(((off - start) // 8, target))
         result[name] = sorted(refs)
     return result

@@ -126,16 +126,16 @@ def test_deleted_program_and_map_are_not_loaded(core):
 
 def test_program_edits_take_effect(core):
     # sock_filter ends in "r0 = skb->len; exit": make it "r0 = 5; exit".
+    from ebpf import asm
+
     prog = core.programs["sock_filter"]
-    ret5 = bytes([0xB7, 0, 0, 0, 5, 0, 0, 0]) + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
-    orig = bytes(prog.instructions)
-    assert orig[-8] == 0x95
-    prog.instructions = orig[:-16] + ret5
+    assert prog.instructions[-1].is_exit
+    prog.instructions[-2] = asm.mov_imm(asm.R0, 5)
     with ebpf.Collection(core) as c:
         assert c.programs["sock_filter"].run(b"\0" * 20).retval == 5
         assert c.programs["sock_filter"].run(b"\0" * 20).retval == 5
     # Shorter code than the ELF's is loaded on its own.
-    prog.instructions = ret5
+    prog.instructions = asm.Instructions([asm.mov_imm(asm.R0, 5), asm.exit()])
     with ebpf.Collection(core) as c:
         assert c.programs["sock_filter"].run(b"\0" * 20).retval == 5
 

@@ -59,7 +59,17 @@ def test_programs_read_with_libbpf_types(core_spec):
     assert tp.attach_to == "syscalls/sys_enter_getpid"
     assert p["raw_tp_prog"].type == ProgramType.RAW_TRACEPOINT
     assert all(x.license == "GPL" for x in p.values())
-    assert len(p["run_syscall"].instructions) % 8 == 0 and p["run_syscall"].instructions
+    raw = p["run_syscall"].encoded_instructions()
+    assert len(raw) % 8 == 0 and raw
+
+
+def test_instructions_decode_with_named_map_references(core_spec):
+    from ebpf import asm
+
+    insns = core_spec.programs["sock_filter"].instructions
+    assert isinstance(insns, asm.Instructions)
+    assert insns.find_reference("array_map")
+    assert insns.encode() == core_spec.programs["sock_filter"]._elf_insns
 
 
 def test_variables(core_spec):

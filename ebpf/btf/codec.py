@@ -221,6 +221,12 @@ class _Gen:
 
     def build(self, t: T.Type) -> Tuple[Callable, Callable]:
         expr = self.value(t, 0, 0)
+        # The common case, every leaf a plain field in order: splat the tuple.
+        if len(self.segments) == 1:
+            n = self.segments[0].count
+            for cname in [k for k in self.ns if k.startswith("C")]:
+                if expr == f"{cname}({', '.join(f't0[{i}]' for i in range(n))})":
+                    expr = f"{cname}(*t0)"
         size = self.codec.size
         srcs = []
         for variant, call in (("decode", "unpack(buf)"), ("decode_from", "unpack_from(buf, off)")):

@@ -385,6 +385,8 @@ def validate_raw(raw: RawBTF) -> None:
                     if mk not in (Kind.INT, Kind.ENUM, Kind.ENUM64):
                         raise BTFError(f"type {tid}: member {n} bitfield of non-integer type")
                 else:
+                    if off % 8:
+                        raise BTFError(f"type {tid}: member {n} is not byte aligned")
                     msize = _size_of(raw, mtype, get, sizes)
                     if msize is None:
                         raise BTFError(f"type {tid}: member {n} has a type without size")

@@ -223,7 +223,9 @@ def errno_error(err: int, what: str) -> EBPFError:
     text = strerror(err)
     hint = last_warning()
     msg = f"{what}: {text}" + (f" ({hint})" if hint else "")
-    if err in (1, 13):  # EPERM, EACCES
+    if err == 1:  # EPERM from bpf() is nearly always missing capabilities
+        return PermissionDeniedError(msg + " (bpf() needs CAP_BPF, plus CAP_PERFMON/CAP_NET_ADMIN for some types, or CAP_SYS_ADMIN)", err)
+    if err == 13:
         return PermissionDeniedError(msg, err)
     if err in (95, ENOTSUPP):  # EOPNOTSUPP
         return NotSupportedError(what, errno=err, detail=text)

@@ -51,11 +51,35 @@ def _probe_prog(t: int) -> int:
     return int(_libbpf.lib.libbpf_probe_bpf_prog_type(t, None))
 
 
+# Verifier messages meaning "this program type cannot call that helper".
+# libbpf 1.1's own helper probe only knows the older wordings, and reports
+# e.g. bpf_override_return as usable from socket filters on 6.x kernels.
+_NO_HELPER = ("unknown func ", "invalid func ", "cannot use helper", "helper call is not allowed")
+
+
 @functools.lru_cache(maxsize=None)
 def _probe_helper(t: int, helper: int) -> int:
+    """1 if programs of type ``t`` may call ``helper``, 0 if not, -errno."""
+    import ctypes
+
     from . import _libbpf
 
-    return int(_libbpf.lib.libbpf_probe_bpf_helper(t, helper, None))
+    # call helper; r0 = 0; exit -- argument checks come after the verifier
+    # has resolved the helper, so any other complaint means "present".
+    insns = bytes([0x85, 0, 0, 0]) + int(helper).to_bytes(4, "little")
+    insns += bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+    log = ctypes.create_string_buffer(64 * 1024)
+    opts = _libbpf.bpf_prog_load_opts(log_level=1, log_size=len(log), log_buf=ctypes.addressof(log))
+    fd = _libbpf.lib.bpf_prog_load(t, None, b"GPL", insns, len(insns) // 8, ctypes.byref(opts))
+    if fd >= 0:
+        os.close(fd)
+        return 1
+    text = log.value.decode(errors="replace")
+    if any(m in text for m in _NO_HELPER):
+        return 0
+    if not text:
+        return fd  # refused before verification (privilege, type): report why
+    return 1
 
 
 def _verdict(result: int, what: str, since: Union[str, None]) -> bool:

@@ -632,8 +632,8 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
     except NotSupportedError:
         raise
     except EBPFError as exc:
-        if exc.errno == _EINVAL and isinstance(spec.type, MapType) and not have_map_type(spec.type):
-            raise NotSupportedError(f"map type {spec.type.name}", errno=exc.errno) from None
+        if exc.errno == _EINVAL:
+            have_map_type(spec.type)  # NotSupportedError for a type this kernel lacks
         raise EBPFError(f"creating map {spec.name} ({_describe(spec)}): {os.strerror(exc.errno or 22)}", exc.errno) from None
 
 

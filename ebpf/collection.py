@@ -12,7 +12,7 @@ import ctypes
 import os
 import re
 import typing
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _libbpf
 from ._fd import check_pin_path
@@ -28,7 +28,7 @@ from .programs import (
     lockdown_error,
     verifier_error,
 )
-from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, _codec_for_var, _map_spec
+from .spec import CollectionSpec, MapSpec, _codec_for_var, _map_spec
 from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
@@ -447,7 +447,18 @@ class _Loader:
                     raise lockdown_error(failed, ptype, err)
                 raise PermissionDeniedError(f"loading program {failed}: operation not permitted (needs CAP_BPF/CAP_SYS_ADMIN)", err)
             if text.strip():
-                raise verifier_error(failed, err, text, truncated=full)
+                exc = verifier_error(failed, err, text, truncated=full)
+                core = _core_relo_failures(text, warnings)
+                if core:
+                    # libbpf 1.1 does not fail the load on a failed CO-RE
+                    # relocation: it poisons the instruction (a call to helper
+                    # 0xbad2310) and the verifier rejects it.  Say so, with
+                    # libbpf's own line naming the type and field.
+                    exc.args = (
+                        f"program {failed}: CO-RE relocation failed (the target BTF lacks a type or field "
+                        f"the program accesses): " + "; ".join(core),
+                    )
+                raise exc
         raise _libbpf.errno_error(err, "loading collection" + (f": {hint}" if hint and hint not in _libbpf.last_warning() else ""))
 
     # -- taking ownership ------------------------------------------------------
@@ -511,6 +522,20 @@ def _without_contents(ms: MapSpec) -> MapSpec:
     c = ms.copy()
     c.contents = []
     return c
+
+
+_CORE_POISON = 0xBAD2310  # libbpf's poisoned-helper id for failed CO-RE relocations
+
+
+def _core_relo_failures(log_text: str, warnings: List[str]) -> List[str]:
+    """libbpf's lines about failed CO-RE relocations (empty when none failed)."""
+    lines = [ln.strip() for ln in log_text.splitlines()]
+    found = [ln for ln in lines if "CO-RE relocation" in ln and "failed" in ln]
+    found += [w.strip() for w in warnings if re.search(r"relo #\d+:", w) and ("fail" in w or "no matching" in w)]
+    if not found and (f"unknown#{_CORE_POISON}" in log_text or "<invalid CO-RE relocation>" in log_text):
+        poisoned = [ln for ln in lines if f"unknown#{_CORE_POISON}" in ln or "invalid CO-RE" in ln]
+        found = [f"poisoned instruction: {ln}" for ln in poisoned[:3]]
+    return list(dict.fromkeys(found))
 
 
 def _kernel_types_path(kernel_types: Any) -> Optional[str]:

@@ -13,15 +13,12 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
 from . import _elf
 from ._values import encode_fixed
 from .errors import EBPFError, InvalidObjectError, NotSupportedError
 from .types import AttachType, MapType, PinType, ProgramType
-
-if TYPE_CHECKING:  # pragma: no cover
-    from . import btf as _btf
 
 __all__ = ["CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "load_collection_spec"]
 

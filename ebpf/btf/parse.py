@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from bisect import bisect_left
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import InvalidObjectError

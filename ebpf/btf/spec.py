@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Dict, Iterator, List, Optional, Tuple, Type as _PyType, Union as _U
+from typing import Dict, Iterator, List, Optional, Type as _PyType, Union as _U
 
 from ..errors import EBPFError
 from . import types as T

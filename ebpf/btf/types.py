@@ -12,7 +12,7 @@ computed iteratively with a set of pairs assumed equal, so cycles terminate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple, Union as _U
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple, Union as _U
 
 from .parse import BTFError
 

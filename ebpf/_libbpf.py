@@ -228,7 +228,7 @@ def errno_error(err: int, what: str) -> EBPFError:
     if err == 13:
         return PermissionDeniedError(msg, err)
     if err in (95, ENOTSUPP):  # EOPNOTSUPP
-        return NotSupportedError(what, errno=err, detail=text)
+        return NotSupportedError(what, errno=err, detail=text + (f" ({hint})" if hint else ""))
     return EBPFError(msg, err)
 
 

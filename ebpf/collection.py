@@ -613,6 +613,18 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
                     if pool is not None and v not in pool:
                         pool.add(v)
                         changed = True
+    # A program array that a wanted program tail-calls through would be
+    # closed with the temporary collection, turning every tail call into a
+    # silent miss: refuse, as cilium does.
+    asked_maps = {n for n, t in wanted.values() if t is Map}
+    for m in sorted(maps - asked_maps):
+        if spec.maps[m].type == MapType.PROG_ARRAY:
+            users = sorted(p for p in progs if m in spec._references.get(p, []))
+            raise EBPFError(
+                f"program array {m!r} is used by {', '.join(users)} but not assigned: "
+                f"add an ebpf.Map attribute for it, or tail calls through it would miss",
+                22,
+            )
     coll = Collection(spec, _programs=progs, _maps=maps, **options)
     try:
         target = objs() if isinstance(objs, type) else objs

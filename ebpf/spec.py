@@ -331,6 +331,10 @@ def _from_elf(data: bytes, obj_name: str) -> CollectionSpec:
     _libbpf.clear_warnings()
     try:
         obj = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
+    except NotSupportedError as exc:
+        raise NotSupportedError(
+            f"opening this object with libbpf {_libbpf.version_string()}", errno=exc.errno, detail=str(exc)
+        ) from None
     except EBPFError as exc:
         raise InvalidObjectError(f"libbpf cannot open the object: {exc}", exc.errno) from None
     try:
@@ -382,7 +386,12 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
     lic = elf.section_by_name("license")
     if lic is not None:
         license = lic.data.split(b"\0", 1)[0].decode(errors="replace")
-    kversion = int(lib.bpf_object__kversion(obj))
+    # libbpf fills in the running kernel's version when the object has no
+    # "version" section; a spec must not depend on the host that read it.
+    kversion = 0
+    ver = elf.section_by_name("version")
+    if ver is not None and len(ver.data) == 4:
+        kversion = int.from_bytes(ver.data, elf.byteorder)
 
     p = lib.bpf_object__next_program(obj, None)
     while p:
@@ -394,7 +403,7 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
             name=name,
             type=lib.bpf_program__type(p),
             attach_type=lib.bpf_program__expected_attach_type(p),
-            attach_to=section.split("/", 1)[1] if "/" in section else "",
+            attach_to=_attach_to(section),
             section_name=section,
             instructions=insns,
             license=license,
@@ -423,6 +432,21 @@ def _decode_instructions(spec: CollectionSpec, elf: "_elf.ElfFile") -> None:
             if i is not None and insns[i].is_load_imm64:
                 insns[i] = insns[i].with_reference(target)
         prog.instructions = insns
+
+
+# Section prefixes whose remainder names the hook (libbpf's "prefix/" forms);
+# anything after "/" elsewhere (e.g. "socket/tail") is just a label.
+_TARGET_PREFIXES = frozenset(
+    """kprobe kretprobe uprobe uretprobe uprobe.s uretprobe.s usdt ksyscall kretsyscall
+    kprobe.multi kretprobe.multi tracepoint tp raw_tracepoint raw_tp raw_tracepoint.w raw_tp.w
+    tp_btf fentry fexit fmod_ret fentry.s fexit.s fmod_ret.s freplace lsm lsm.s lsm_cgroup
+    iter iter.s struct_ops struct_ops.s""".split()
+)
+
+
+def _attach_to(section: str) -> str:
+    prefix, sep, rest = section.partition("/")
+    return rest if sep and prefix in _TARGET_PREFIXES else ""
 
 
 def _map_spec(lib: Any, m: Any, name: str, types: Any) -> MapSpec:

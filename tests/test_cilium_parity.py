@@ -154,17 +154,7 @@ def test_spec_matches_cilium(obj, kind, name):
 
 def _attach_to_params():
     for (obj, name), want in sorted(CILIUM_ATTACH_TO.items()):
-        marks = []
-        if want == "" and "/" in CILIUM[obj]["programs"][name]["section_name"]:
-            marks = [
-                bug(
-                    "ProgramSpec.attach_to is everything after the first '/' of the section "
-                    "even for sections that name no hook ('socket/tail' -> 'tail'); cilium "
-                    "only sets AttachTo for prefixes ending in '/' (TestGetProgType: "
-                    "'socket/garbage' -> '', 'xdp/foo' -> '')"
-                )
-            ]
-        yield pytest.param(obj, name, want, id=f"{obj}-{name}", marks=marks)
+        yield pytest.param(obj, name, want, id=f"{obj}-{name}")
 
 
 @pytest.mark.parametrize("obj,name,want", list(_attach_to_params()))
@@ -172,11 +162,6 @@ def test_attach_to_matches_cilium(obj, name, want):
     assert spec_of(obj).programs[name].attach_to == want
 
 
-@bug(
-    "ProgramSpec.kernel_version is the running kernel's version (libbpf 1.1 "
-    "fills obj->kern_version from uname at open), so a spec depends on the "
-    "host; cilium's KernelVersion is 0 for objects without a 'version' section"
-)
 @pytest.mark.parametrize("obj", ["raw_tracepoint-el.elf", "btf_map_init-el.elf"])
 def test_kernel_version_is_zero_without_version_section(obj):
     spec = spec_of(obj)
@@ -362,11 +347,6 @@ def test_btf_map_init_loaded_contents():
 
 
 @kernel
-@bug(
-    "load_and_assign of tail_main without prog_array_init succeeds, then closes "
-    "the prog array, so the tail call silently misses (returns 0, not 42); "
-    "cilium's TestUnassignedProgArray requires LoadAndAssign to refuse"
-)
 def test_unassigned_prog_array_refused():
     spec = _as_socket_filters(spec_of("btf_map_init-el.elf"))
 
@@ -529,18 +509,7 @@ def test_libbpf_rejects_typed(obj):
 
 def _reject_message_params():
     for obj in sorted(LIBBPF_REJECTS):
-        marks = []
-        if obj != "fwd_decl-el.elf":
-            marks = [
-                bug(
-                    "when libbpf fails with EOPNOTSUPP, _libbpf.errno_error builds "
-                    "NotSupportedError(what, detail=strerror) and drops libbpf's warning, "
-                    "so load_collection_spec says only 'libbpf cannot open the object: "
-                    "bpf_object__open_mem not supported: Operation not supported' "
-                    "without the reason (legacy 'maps' section / static program)"
-                )
-            ]
-        yield pytest.param(obj, id=obj, marks=marks)
+        yield pytest.param(obj, id=obj)
 
 
 @pytest.mark.parametrize("obj", list(_reject_message_params()))

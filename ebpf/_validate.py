@@ -15,7 +15,7 @@ object that clang emits and libbpf opens passes.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import _elf
 from .errors import InvalidObjectError
@@ -23,6 +23,9 @@ from .errors import InvalidObjectError
 __all__ = ["check_object", "check_btf", "check_btf_ext"]
 
 BTF_MAGIC = 0xEB9F
+# Largest .bss-like section accepted (the kernel's array value limit,
+# KMALLOC_MAX_SIZE, is far below this on every architecture).
+MAX_NOBITS_SIZE = 1 << 30
 _BTF_HDR_SIZE = 24
 
 # BTF kinds (include/uapi/linux/btf.h).
@@ -297,6 +300,11 @@ def check_object(data: bytes) -> None:
                     f"invalid ELF object: symbol {sym.index} ({sym.name}) extends past the end of {home}"
                 )
     for sec in elf.sections:
+        # A NOBITS section occupies no file space, so its size is unchecked
+        # by the file length; libbpf maps (and we copy) that much memory
+        # for .bss.  No kernel accepts an array value anywhere near this.
+        if sec.type == _elf.SHT_NOBITS and sec.size > MAX_NOBITS_SIZE:
+            raise InvalidObjectError(f"invalid ELF object: {sec} of {sec.size} bytes is implausibly large")
         if sec.type in (_elf.SHT_REL, _elf.SHT_RELA):
             if sec.info >= shnum:
                 raise InvalidObjectError(f"invalid ELF object: {sec} applies to section {sec.info} of {shnum}")

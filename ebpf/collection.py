@@ -551,11 +551,36 @@ def _kernel_types_path(kernel_types: Any) -> Optional[str]:
         raise TypeError("kernel_types must be a path or an ebpf.btf.Spec")
     import tempfile
 
-    # libbpf 1.1 only takes a path for custom BTF.
+    # libbpf 1.1 only takes a path for custom BTF.  It reads the file during
+    # bpf_object__load, after this returns, so the file is removed at exit;
+    # the same bytes reuse one file instead of leaking one per load.
+    import atexit
+    import hashlib
+
+    data = bytes(raw)
+    digest = hashlib.sha256(data).hexdigest()
+    cached = _CUSTOM_BTF_FILES.get(digest)
+    if cached is not None and os.path.exists(cached):
+        return cached
     f = tempfile.NamedTemporaryFile(prefix="ebpf-btf-", suffix=".btf", delete=False)
     with f:
-        f.write(bytes(raw))
+        f.write(data)
+    if not _CUSTOM_BTF_FILES:
+        atexit.register(_remove_custom_btf_files)
+    _CUSTOM_BTF_FILES[digest] = f.name
     return f.name
+
+
+_CUSTOM_BTF_FILES: Dict[str, str] = {}
+
+
+def _remove_custom_btf_files() -> None:
+    for path in _CUSTOM_BTF_FILES.values():
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    _CUSTOM_BTF_FILES.clear()
 
 
 # --------------------------------------------------------------------------

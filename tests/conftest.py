@@ -14,6 +14,15 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from hypothesis import settings as _hyp_settings
+
+    # Property tests explore with a fixed seed: CI must not pass or fail by luck.
+    _hyp_settings.register_profile("ebpf", derandomize=True, database=None)
+    _hyp_settings.load_profile("ebpf")
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"
 CILIUM_TESTDATA = Path("/usr/share/gocode/src/github.com/cilium/ebpf")

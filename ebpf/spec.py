@@ -449,6 +449,10 @@ def _attach_to(section: str) -> str:
     return rest if sep and prefix in _TARGET_PREFIXES else ""
 
 
+# No kernel accepts a map value this large; ctypes cannot copy one either.
+_MAX_SECTION = 1 << 30
+
+
 def _map_spec(lib: Any, m: Any, name: str, types: Any) -> MapSpec:
     pin = lib.bpf_map__pin_path(m)
     spec = MapSpec(
@@ -469,6 +473,8 @@ def _map_spec(lib: Any, m: Any, name: str, types: Any) -> MapSpec:
     if lib.bpf_map__is_internal(m):
         size = ctypes.c_size_t()
         ptr = lib.bpf_map__initial_value(m, ctypes.byref(size))
+        if size.value > _MAX_SECTION:
+            raise InvalidObjectError(f"data section {name} claims {size.value} bytes")
         image = ctypes.string_at(ptr, size.value) if ptr and size.value else bytes(spec.value_size)
         spec.contents = [(0, image)]
     inner = lib.bpf_map__inner_map(m)

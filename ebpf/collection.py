@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _libbpf
 from ._fd import check_pin_path
-from ._values import encode_fixed
 from .errors import ClosedError, EBPFError, InvalidObjectError, PermissionDeniedError
 from .info import map_info
 from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
@@ -28,7 +27,7 @@ from .programs import (
     lockdown_error,
     verifier_error,
 )
-from .spec import CollectionSpec, MapSpec, _codec_for_var, _map_spec
+from .spec import CollectionSpec, MapSpec, VariableBase, _map_spec
 from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
@@ -36,7 +35,7 @@ __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
 _FAILED_PROG = re.compile(r"prog '([^']+)': failed to load: (-?\d+)")
 
 
-class Variable:
+class Variable(VariableBase):
     """A global variable of a loaded collection, backed by live map memory.
 
     ``get()`` reads what programs see now; ``set()`` changes it for them at
@@ -74,15 +73,9 @@ class Variable:
         image = self._map.lookup(0)
         return bytes(image[self.offset : self.offset + self.size])
 
-    def get(self) -> Any:
-        """The current value, decoded through BTF when known."""
-        codec = _codec_for_var(self.type)
-        raw = self.get_bytes()
-        return codec.decode(raw) if codec is not None else raw
-
     def set(self, value: Any) -> None:
         """Write a new value into live memory (size checked)."""
-        raw = encode_fixed(value, self.size, _codec_for_var(self.type), what=f"variable {self.name}")
+        raw = self._encode(value)
         if self.read_only:
             raise PermissionDeniedError(f"variable {self.name} is in a read-only section (set it on the spec before loading)", 1)
         mem = self._memory()

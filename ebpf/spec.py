@@ -121,7 +121,31 @@ def encode_instructions(insns: Any) -> bytes:
     return raw
 
 
-class VariableSpec:
+class VariableBase:
+    """What spec and live variables share: decoding and encoding via BTF.
+
+    Subclasses provide ``name``, ``size``, ``type`` and ``get_bytes()``.
+    """
+
+    __slots__ = ()
+    name: str
+    size: int
+    type: Any
+
+    def get_bytes(self) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get(self) -> Any:
+        """The variable's value: decoded through BTF when known, else bytes."""
+        codec = _codec_for_var(self.type)
+        raw = self.get_bytes()
+        return codec.decode(raw) if codec is not None else raw
+
+    def _encode(self, value: Any) -> bytes:
+        return encode_fixed(value, self.size, _codec_for_var(self.type), what=f"variable {self.name}")
+
+
+class VariableSpec(VariableBase):
     """A global variable in a data section of a :class:`CollectionSpec`.
 
     ``get()``/``set()`` read and change the section's initial image, so the
@@ -153,15 +177,9 @@ class VariableSpec:
         """The raw bytes of the variable's initial value."""
         return self._image()[self.offset : self.offset + self.size]
 
-    def get(self) -> Any:
-        """The variable's value: decoded through BTF when known, else bytes."""
-        codec = _codec_for_var(self.type)
-        raw = self.get_bytes()
-        return codec.decode(raw) if codec is not None else raw
-
     def set(self, value: Any) -> None:
         """Change the initial value; the size must match exactly."""
-        raw = encode_fixed(value, self.size, _codec_for_var(self.type), what=f"variable {self.name}")
+        raw = self._encode(value)
         image = self._image()
         key = self._map.contents[0][0]
         self._map.contents[0] = (key, image[: self.offset] + raw + image[self.offset + self.size :])

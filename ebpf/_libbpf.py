@@ -185,6 +185,55 @@ class bpf_obj_get_opts(_Opts):
     _fields_ = [("sz", c_size_t), ("file_flags", c_uint32)]
 
 
+class bpf_link_create_opts(_Opts):
+    # The union after target_btf_id: perf_event.bpf_cookie / tracing.cookie
+    # share its first 8 bytes; kprobe_multi spells out its own fields.
+    _fields_ = [
+        ("sz", c_size_t),
+        ("flags", c_uint32),
+        ("iter_info", c_void_p),
+        ("iter_info_len", c_uint32),
+        ("target_btf_id", c_uint32),
+        ("kprobe_multi_flags", c_uint32),  # also low half of bpf_cookie
+        ("kprobe_multi_cnt", c_uint32),  # also high half of bpf_cookie
+        ("kprobe_multi_syms", c_void_p),
+        ("kprobe_multi_addrs", c_void_p),
+        ("kprobe_multi_cookies", c_void_p),
+    ]
+
+    def set_cookie(self, cookie: int) -> None:
+        """perf_event.bpf_cookie / tracing.cookie (the union's first u64)."""
+        self.kprobe_multi_flags = cookie & 0xFFFFFFFF
+        self.kprobe_multi_cnt = cookie >> 32
+
+
+class bpf_link_update_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("old_prog_fd", c_uint32)]
+
+
+class bpf_prog_attach_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("flags", c_uint), ("replace_prog_fd", c_int)]
+
+
+class bpf_tc_hook(_Opts):
+    _fields_ = [("sz", c_size_t), ("ifindex", c_int), ("attach_point", c_uint32), ("parent", c_uint32)]
+
+
+class bpf_tc_opts(_Opts):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("prog_fd", c_int),
+        ("flags", c_uint32),
+        ("prog_id", c_uint32),
+        ("handle", c_uint32),
+        ("priority", c_uint32),
+    ]
+
+
+class bpf_xdp_attach_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
+
+
 # --------------------------------------------------------------------------
 # Error conventions.  libbpf 1.x returns -errno from int functions and NULL
 # (with errno set) from pointer functions.
@@ -338,6 +387,26 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     "bpf_btf_load": (_int, [_ptr, _sz, _ptr], NEG_ERRNO, None),
     "bpf_enable_stats": (_int, [_int], NEG_ERRNO, None),
     "libbpf_find_vmlinux_btf_id": (_int, [_str, _u32], NEG_ERRNO, None),
+    # links and attachment (fd-based: programs here own no bpf_program*)
+    "bpf_link_create": (_int, [_int, _int, _u32, POINTER(bpf_link_create_opts)], NEG_ERRNO, None),
+    "bpf_link_detach": (_int, [_int], NEG_ERRNO, None),
+    "bpf_link_update": (_int, [_int, _int, POINTER(bpf_link_update_opts)], NEG_ERRNO, None),
+    "bpf_iter_create": (_int, [_int], NEG_ERRNO, None),
+    "bpf_raw_tracepoint_open": (_int, [_str, _int], NEG_ERRNO, None),
+    "bpf_prog_attach": (_int, [_int, _int, _u32, c_uint], NEG_ERRNO, None),
+    "bpf_prog_attach_opts": (_int, [_int, _int, _u32, POINTER(bpf_prog_attach_opts)], NEG_ERRNO, None),
+    "bpf_prog_detach2": (_int, [_int, _int, _u32], NEG_ERRNO, None),
+    "bpf_prog_query": (_int, [_int, _u32, _u32, POINTER(_u32), _ptr, POINTER(_u32)], NEG_ERRNO, None),
+    "bpf_xdp_attach": (_int, [_int, _int, _u32, POINTER(bpf_xdp_attach_opts)], NEG_ERRNO, None),
+    "bpf_xdp_detach": (_int, [_int, _u32, POINTER(bpf_xdp_attach_opts)], NEG_ERRNO, None),
+    "bpf_xdp_query_id": (_int, [_int, _int, POINTER(_u32)], NEG_ERRNO, None),
+    "bpf_tc_hook_create": (_int, [POINTER(bpf_tc_hook)], NEG_ERRNO, None),
+    "bpf_tc_hook_destroy": (_int, [POINTER(bpf_tc_hook)], NEG_ERRNO, None),
+    "bpf_tc_attach": (_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)], NEG_ERRNO, None),
+    "bpf_tc_detach": (_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)], NEG_ERRNO, None),
+    "bpf_tc_query": (_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)], NEG_ERRNO, None),
+    # -- links helpers: add entries below this line --
+    # -- readers helpers: add entries below this line --
 }
 
 _CDLL: Optional[ctypes.CDLL] = None

@@ -20,9 +20,12 @@ _CTYPES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)  #
 
 def encode_fixed(value: Any, size: int, codec: Optional[Any] = None, what: str = "value") -> bytes:
     """Encode ``value`` to exactly ``size`` bytes or raise MarshalError/TypeError."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, (bytes, bytearray, memoryview)) and (codec is None or len(value) == size):
         raw = bytes(value)
-    elif codec is not None and not isinstance(value, _CTYPES) and not hasattr(value, "__bytes__"):
+    elif codec is not None and (
+        isinstance(value, (bytes, bytearray, memoryview))  # a short char[N] is padded by the codec
+        or (not isinstance(value, _CTYPES) and not hasattr(value, "__bytes__"))
+    ):
         try:
             raw = codec.encode(value)
         except MarshalError:

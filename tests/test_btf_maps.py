@@ -178,17 +178,14 @@ def test_char_array_round_trip(coll):
 
 
 @pytest.mark.kernel
-@pytest.mark.xfail(
-    strict=True,
-    raises=MarshalError,
-    reason="Map._value/encode_fixed (ebpf/_values.py) treats any bytes value as the raw "
-    "value and requires exactly value_size bytes, so a decoded char[16] (b'abc') cannot be "
-    "written back: 'map str_map: value: expected 16 bytes, got 3'",
-)
 def test_char_array_short_bytes_round_trip(coll):
     m = coll.maps["str_map"]
     m[0] = b"abc"
     assert m[0] == b"abc"
+    m[1] = b"x" * 16  # exactly the size: stored as is
+    assert m[1] == b"x" * 16
+    with pytest.raises(MarshalError, match="17 bytes do not fit"):
+        m[2] = b"y" * 17
 
 
 @pytest.mark.kernel

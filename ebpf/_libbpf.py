@@ -502,6 +502,44 @@ def require(name: str, feature: Optional[str] = None) -> Any:
     return fn
 
 
+# Hot-path entry points without argtypes.  With argtypes ctypes runs a
+# from_param conversion per argument, about 40% of the cost of a map lookup
+# (bench/maps.py); without them it passes Python ints as C int, bytes and
+# ctypes arrays as pointers and None as NULL.  That is only safe when the
+# caller passes exactly those types, and every 64-bit argument as a ctypes
+# instance (see :func:`u64`): maps.py's element operations do.  The table
+# entry stays the documentation of the C signature.
+_UNCHECKED: Dict[str, Any] = {}
+UNCHECKED_OK = ("bpf_map_lookup_elem", "bpf_map_lookup_elem_flags", "bpf_map_update_elem", "bpf_map_delete_elem")
+
+
+def unchecked(name: str) -> Any:
+    """``name`` as a ctypes function with its restype but no argtypes."""
+    fn = _UNCHECKED.get(name)
+    if fn is None:
+        if name not in UNCHECKED_OK:
+            raise ValueError(f"{name} is not cleared for calls without argtypes")
+        cdll = _load()
+        # A fresh function object: the one in _FUNCS keeps its argtypes.
+        fn = cdll[name]
+        fn.restype = SIGNATURES[name][0]
+        _UNCHECKED[name] = fn
+    return fn
+
+
+_U64: Dict[int, Any] = {}
+
+
+def u64(value: int) -> Any:
+    """A cached ``c_uint64`` for a 64-bit argument of an unchecked call."""
+    v = _U64.get(value)
+    if v is None:
+        v = c_uint64(value)
+        if len(_U64) < 64:
+            _U64[value] = v
+    return v
+
+
 def version() -> Tuple[int, int]:
     """The installed libbpf's (major, minor)."""
     return (int(lib.libbpf_major_version()), int(lib.libbpf_minor_version()))

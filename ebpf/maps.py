@@ -42,6 +42,8 @@ __all__ = ["Map", "new_map", "load_pinned_map", "map_from_id"]
 _ENOENT, _EEXIST, _ENOSPC, _EINVAL, _EPERM = 2, 17, 28, 22, 1
 _ANY = int(UpdateFlags.ANY)  # a plain int default: no int() on the hot path
 _BYTEORDER = sys.byteorder
+_u64 = _libbpf.u64
+_U64_ZERO = _libbpf.u64(0)
 
 PER_CPU_TYPES = frozenset(
     {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
@@ -203,8 +205,10 @@ class Map(FDOwner):
             # Read plain int values straight out of a one-element ctypes int
             # array (vb[0]): cheaper than .raw plus int.from_bytes.
             self._vbuf_t = _CT_INT[(self._value_size, self._value_int)] * 1
-        self._lookup_elem = _libbpf.lib.bpf_map_lookup_elem
-        self._update_elem = _libbpf.lib.bpf_map_update_elem
+        # Called without argtypes (see _libbpf.unchecked): fd is an int, keys
+        # and values are bytes, ctypes arrays or None, flags a c_uint64.
+        self._lookup_elem = _libbpf.unchecked("bpf_map_lookup_elem")
+        self._update_elem = _libbpf.unchecked("bpf_map_update_elem")
 
     # -- properties --------------------------------------------------------
 
@@ -310,7 +314,7 @@ class Map(FDOwner):
             kb = self._key(key)
         vb = self._vbuf_t()
         if flags:
-            ret = _libbpf.lib.bpf_map_lookup_elem_flags(fd, kb, vb, flags)
+            ret = _libbpf.unchecked("bpf_map_lookup_elem_flags")(fd, kb, vb, _libbpf.u64(int(flags)))
         else:
             ret = self._lookup_elem(fd, kb, vb)
         if ret < 0:
@@ -355,9 +359,7 @@ class Map(FDOwner):
                 vb = self._value(value)
         else:
             vb = self._value(value)
-        if type(flags) is not int:
-            flags = int(flags)
-        ret = self._update_elem(fd, kb, vb, flags)
+        ret = self._update_elem(fd, kb, vb, _u64(flags) if flags else _U64_ZERO)
         if ret < 0:
             raise self._error(-ret, "update", key)
 

@@ -26,3 +26,14 @@ for src in fixtures/*.c; do
     cc -O1 -g -o "$bin" "$src" -I"$out"
   fi
 done
+
+# uprobe_target variants: non-PIE, and the shared library it dlopen()s.
+ut=fixtures/uprobe_target.c
+if [ -e "$ut" ]; then
+  if [ ! -e "$out/uprobe_target_nopie" ] || [ "$ut" -nt "$out/uprobe_target_nopie" ]; then
+    cc -O1 -g -no-pie -fno-pie -o "$out/uprobe_target_nopie" "$ut"
+  fi
+  if [ ! -e "$out/libuprobe_target.so" ] || [ "$ut" -nt "$out/libuprobe_target.so" ]; then
+    cc -O1 -g -shared -fPIC -DUPROBE_TARGET_LIB -o "$out/libuprobe_target.so" "$ut"
+  fi
+fi

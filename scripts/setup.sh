@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libbpf1 libbpf-dev clang llvm clang-19 llvm-19 bpftool iproute2 linux-libc-dev golang-github-cilium-ebpf-dev gcc make)
+pkgs=(libbpf1 libbpf-dev clang llvm clang-19 llvm-19 bpftool iproute2 linux-libc-dev golang-github-cilium-ebpf-dev gcc make systemtap-sdt-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

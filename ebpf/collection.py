@@ -379,15 +379,15 @@ class _Loader:
                 lib.bpf_program__set_autoload(p, False)
                 p = lib.bpf_object__next_program(obj, p)
                 continue
-            insns = ps.encoded_instructions()
-            original = ps._elf_insns
-            if original is None or len(insns) < len(original) or ps.license != elf_license:
+            insns = _libbpf_view(ps)
+            if insns is None or ps.license != elf_license:
                 # libbpf 1.1 relocates by instruction index recorded at open
                 # and has no license setter: load this one ourselves.
                 lib.bpf_program__set_autoload(p, False)
                 separate.append(name)
                 p = lib.bpf_object__next_program(obj, p)
                 continue
+            original = ps._elf_raw
             if int(ps.type) != int(lib.bpf_program__type(p)):
                 lib.bpf_program__set_type(p, int(ps.type))
             if int(ps.attach_type) != int(lib.bpf_program__expected_attach_type(p)):
@@ -505,6 +505,32 @@ class _Loader:
             m = self.coll.maps.get(vs.section)
             if m is not None:
                 self.coll.variables[name] = Variable(name, m, vs.offset, vs.size, vs.type)
+
+
+def _libbpf_view(ps: ProgramSpec) -> Optional[bytes]:
+    """The program's own code as libbpf should load it, or None when the
+    user's changes need our own loader.
+
+    ``ps.instructions`` is the program with its subprograms linked in (see
+    ``_linker``); libbpf knows only the program's own unlinked code and
+    relocates it by instruction index.  Slots the user left alone keep
+    libbpf's bytes (unrelocated calls, map loads), changed ones take the
+    user's, which only works while indexes and the subprograms stay put.
+    """
+    raw, linked = ps._elf_raw, ps._elf_insns
+    if raw is None or linked is None:
+        return None
+    insns = ps.encoded_instructions()
+    if insns == linked:
+        return raw
+    own = len(raw)
+    if len(insns) != len(linked) or insns[own:] != linked[own:]:
+        return None
+    out = bytearray(raw)
+    for off in range(0, own, 8):
+        if insns[off:off + 8] != linked[off:off + 8]:
+            out[off:off + 8] = insns[off:off + 8]
+    return bytes(out)
 
 
 class _LogTooSmall(Exception):

@@ -240,11 +240,26 @@ def _load(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: 
     if spec.type in TRACING_TYPES and spec.attach_to and spec.type != ProgramType.EXT:
         attach_btf_id = _vmlinux_btf_id(spec.attach_to, spec.attach_type)
 
+    btf_fd, func_info = _func_info(spec)
+    try:
+        return _load_with_log(spec, name, buf, attach_btf_id, btf_fd, func_info, log_level, log_size)
+    finally:
+        if btf_fd >= 0:
+            os.close(btf_fd)
+
+
+def _load_with_log(spec: ProgramSpec, name: str, buf: Any, attach_btf_id: int, btf_fd: int, func_info: Any,
+                   log_level: int, log_size: Optional[int]) -> Tuple[int, str]:
+    insns_len = len(buf.raw)
     size = max(log_size or LOG_SIZE_MIN, 1024)
     level = log_level
     while True:
         log_buf = ctypes.create_string_buffer(size) if level else None
         opts = _libbpf.bpf_prog_load_opts(
+            prog_btf_fd=max(btf_fd, 0),
+            func_info=ctypes.addressof(func_info) if func_info is not None else None,
+            func_info_cnt=len(func_info) // 2 if func_info is not None else 0,
+            func_info_rec_size=8 if func_info is not None else 0,
             expected_attach_type=int(spec.attach_type),
             prog_flags=spec.flags,
             kern_version=spec.kernel_version,
@@ -253,7 +268,7 @@ def _load(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: 
             log_size=size if level else 0,
             log_buf=ctypes.addressof(log_buf) if log_buf is not None else None,
         )
-        fd = _libbpf.lib.bpf_prog_load(int(spec.type), name.encode() or None, spec.license.encode(), buf, len(insns) // 8, ctypes.byref(opts))
+        fd = _libbpf.lib.bpf_prog_load(int(spec.type), name.encode() or None, spec.license.encode(), buf, insns_len // 8, ctypes.byref(opts))
         log = log_buf.value.decode(errors="replace") if log_buf is not None else ""
         if fd >= 0:
             return fd, log
@@ -277,6 +292,33 @@ def _load(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: 
     if log.strip():
         raise verifier_error(spec.name, err, log, truncated=full or err == _ENOSPC)
     raise _libbpf.errno_error(err, f"loading program {spec.name}")
+
+
+def _func_info(spec: ProgramSpec) -> Tuple[int, Any]:
+    """BTF fd and ``bpf_func_info`` records for an ELF program loaded alone.
+
+    One record per function in the linked instructions: the program at slot
+    0 and each ``symbol`` at its slot, typed by the FUNC of that name in the
+    object's BTF.  Without a FUNC for each of them, or when the kernel will
+    not take the BTF, the program loads without (as before); only callbacks
+    and global functions strictly need it.
+    """
+    btf, insns = spec._btf, spec.instructions
+    if btf is None or not hasattr(insns, "symbols"):
+        return -1, None
+    try:
+        slots = insns.raw_offsets()
+        funcs = [(0, spec.name)] + sorted((slots[i], sym) for sym, i in insns.symbols().items() if i)
+        ids = [(slot, btf.type_id(btf.type_by_name(sym, "func"))) for slot, sym in funcs]
+    except Exception:
+        return -1, None
+    try:
+        raw = btf.raw
+        btf_fd = int(_libbpf.lib.bpf_btf_load(raw, len(raw), None))
+    except EBPFError:
+        return -1, None
+    records = (ctypes.c_uint32 * (2 * len(ids)))(*[v for pair in ids for v in pair])
+    return btf_fd, records
 
 
 def _resolved_instructions(spec: ProgramSpec, maps: Mapping[str, Any]) -> bytes:

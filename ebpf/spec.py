@@ -92,8 +92,13 @@ class ProgramSpec:
     license: str = ""
     kernel_version: int = 0
     flags: int = 0
-    # Instructions as read from the ELF, to tell whether the user changed them.
+    # Instructions as read from the ELF (linked, encoded), to tell whether
+    # the user changed them, and libbpf's own unlinked bytes of the program.
     _elf_insns: Optional[bytes] = field(default=None, repr=False, compare=False)
+    _elf_raw: Optional[bytes] = field(default=None, repr=False, compare=False)
+    # The object's BTF: gives a program loaded alone its func_info, which
+    # the kernel demands for callbacks (bpf_loop) and global functions.
+    _btf: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.type = _enum(ProgramType, self.type)
@@ -231,8 +236,6 @@ class CollectionSpec:
     _elf_map_keys: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # program name -> names of the maps its code (and .text) refers to.
     _references: Dict[str, List[str]] = field(default_factory=dict, repr=False, compare=False)
-    # program name -> (instruction slot, map key) of each map load in its code.
-    _map_loads: Dict[str, List[Tuple[int, str]]] = field(default_factory=dict, repr=False, compare=False)
 
     def copy(self) -> "CollectionSpec":
         """A deep copy: editing it never touches this spec."""
@@ -251,7 +254,6 @@ class CollectionSpec:
             _object_name=self._object_name,
             _elf_map_keys=dict(self._elf_map_keys),
             _references={k: list(v) for k, v in self._references.items()},
-            _map_loads={k: list(v) for k, v in self._map_loads.items()},
         )
 
     __copy__ = copy
@@ -428,28 +430,18 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
             kernel_version=kversion,
             flags=int(lib.bpf_program__flags(p)),
             _elf_insns=insns,
+            _elf_raw=insns,
+            _btf=types,
         )
         p = lib.bpf_object__next_program(obj, p)
 
     _add_variables(spec, types)
-    spec._references = _program_references(spec, elf)
-    _decode_instructions(spec, elf)
+    from . import _linker
+
+    _linker.link(spec, elf)
+    # Which maps each program needs: what its linked code loads.
+    spec._references = {n: sorted(p.instructions.map_references()) for n, p in spec.programs.items()}
     return spec
-
-
-def _decode_instructions(spec: CollectionSpec, elf: "_elf.ElfFile") -> None:
-    """Turn each program's bytes into ``asm.Instructions`` whose map loads
-    name their map (from the ELF relocations), like cilium's ELF reader."""
-    from .asm import Instructions
-
-    for name, prog in spec.programs.items():
-        insns = Instructions.decode(prog.instructions, elf.byteorder)
-        slot_to_index = {off: i for i, off in enumerate(insns.raw_offsets())}
-        for slot, target in spec._map_loads.get(name, ()):
-            i = slot_to_index.get(slot)
-            if i is not None and insns[i].is_load_imm64:
-                insns[i] = insns[i].with_reference(target)
-        prog.instructions = insns
 
 
 # Section prefixes whose remainder names the hook (libbpf's "prefix/" forms);
@@ -554,43 +546,3 @@ def _add_init_slots(spec: CollectionSpec, elf: "_elf.ElfFile", types: Any) -> No
         if slots:
             ms.contents = sorted(slots)
 
-
-def _program_references(spec: CollectionSpec, elf: "_elf.ElfFile") -> Dict[str, List[str]]:
-    """Which maps each program may touch: relocations in its own code and
-    in ``.text`` (subprograms may be shared), resolved to map keys.  A
-    relocation names a map definition in ``.maps`` or a global in a data
-    section; the latter means the data section's map."""
-    map_keys = set(spec.maps)
-    by_section: Dict[str, List[Tuple[int, str]]] = {}
-    for sec in elf.sections:
-        if not (sec.flags & 0x4):  # SHF_EXECINSTR
-            continue
-        refs = []
-        for r in elf.relocations(sec):
-            sym = r.symbol
-            try:
-                home = elf.section(sym.shndx).name if 0 < sym.shndx < len(elf.sections) else ""
-            except (InvalidObjectError, IndexError):
-                continue
-            target = sym.name if home in (".maps", "maps") else home
-            if target in map_keys:
-                refs.append((r.offset, target))
-        by_section[sec.name] = refs
-
-    funcs_by_section: Dict[str, List[Any]] = {}
-    for s in elf.symbols:
-        if s.type == 2 and 0 < s.shndx < len(elf.sections):  # STT_FUNC
-            funcs_by_section.setdefault(elf.sections[s.shndx].name, []).append(s)
-
-    text = {name for _, name in by_section.get(".text", [])}
-    result: Dict[str, List[str]] = {}
-    for name, prog in spec.programs.items():
-        refs = set(text)
-        func = next((f for f in funcs_by_section.get(prog.section_name, []) if f.name == name), None)
-        start = func.value if func is not None else 0
-        for off, target in by_section.get(prog.section_name, []):
-            if func is None or func.value <= off < func.value + max(func.size, 1):
-                refs.add(target)
-                spec._map_loads.setdefault(name, []).append(((off - start) // 8, target))
-        result[name] = sorted(refs)
-    return result

@@ -94,7 +94,7 @@ def test_symbols_match_readelf(obj: Path) -> None:
         assert sym.type == w["Type"]["RawValue"]
         assert sym.bind == w["Binding"]["RawValue"]
         other = w["Other"]  # llvm spells out flags (e.g. STV_HIDDEN) as a dict
-        assert sym.visibility == (other["RawValue"] if isinstance(other, dict) else other) & 3
+        assert sym.visibility == (other["RawFlags"] if isinstance(other, dict) else other) & 3
         assert sym.shndx == w["Section"]["RawValue"]
 
 

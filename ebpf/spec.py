@@ -401,6 +401,7 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
         m = lib.bpf_object__next_map(obj, m)
 
     _add_init_slots(spec, elf, types)
+    _refuse_map_initialisers(elf)
 
     license = ""
     lic = elf.section_by_name("license")
@@ -507,6 +508,26 @@ def _add_variables(spec: CollectionSpec, types: Any) -> None:
         for vsi in t.vars:
             var = vsi.type
             spec.variables[var.name] = VariableSpec(var.name, t.name, int(vsi.offset), int(vsi.size), var, ms)
+
+
+def _refuse_map_initialisers(elf: "_elf.ElfFile") -> None:
+    """A BTF map definition is all zeros but for relocated ``values`` slots.
+
+    Anything else (``.key = (void *)1``) would be silently ignored by
+    libbpf 1.1.2; cilium refuses such objects with ErrNotSupported, so do we.
+    Relocations leave their slots zero in the file, so any non-zero byte
+    is an initialiser.
+    """
+    sec = elf.section_by_name(".maps")
+    if sec is None or sec.type != _elf.SHT_PROGBITS:
+        return
+    data = sec.data
+    if any(data):
+        at = next(i for i, b in enumerate(data) if b)
+        raise NotSupportedError(
+            "initialised fields in a BTF map definition",
+            detail=f"non-zero byte at offset {at} of .maps: only 'values' may be initialised",
+        )
 
 
 def _add_init_slots(spec: CollectionSpec, elf: "_elf.ElfFile", types: Any) -> None:

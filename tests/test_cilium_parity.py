@@ -218,13 +218,9 @@ def test_relocs_read_tgt_bss():
     assert set(spec.variables) == {"unused_s", "unused_bits"}
 
 
-@bug(
-    "invalid_btf_map_init-el.elf: a non-zero initialiser in a BTF map (.key = (void*)1) "
-    "is silently dropped (libbpf 1.1.2 ignores it); cilium's "
-    "TestLoadInvalidInitializedBTFMap requires ErrNotSupported"
-)
 def test_invalid_btf_map_init_refused():
-    with pytest.raises(NotSupportedError):
+    """TestLoadInvalidInitializedBTFMap."""
+    with pytest.raises(NotSupportedError, match="initialised"):
         ebpf.load_collection_spec(path("invalid_btf_map_init-el.elf"))
 
 

@@ -71,3 +71,21 @@ def perf_event_open(attr: Any, pid: int, cpu: int, group_fd: int = -1, flags: in
         if err is not None:
             raise _libbpf.errno_error(err, what) from None
         raise
+
+
+# mount(2): tracepoint and kprobe links read ids from tracefs, which a fresh
+# system may not have mounted yet; os has no mount().
+_MOUNT_NR = {"x86_64": 165, "aarch64": 40, "riscv64": 40, "ppc64le": 21, "s390x": 21}
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0) -> None:
+    """Mount ``fstype`` on ``target`` (raises the typed errno error)."""
+    import platform as _platform
+
+    nr = _MOUNT_NR.get(_platform.machine())
+    if nr is None:
+        from .errors import NotSupportedError
+
+        raise NotSupportedError("mount()", detail=f"syscall number unknown for {_platform.machine()}")
+    _libbpf.raw_syscall(nr, ctypes.c_char_p(source.encode()), ctypes.c_char_p(target.encode()),
+                        ctypes.c_char_p(fstype.encode()), ctypes.c_ulong(flags), ctypes.c_void_p(None))

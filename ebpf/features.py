@@ -22,6 +22,7 @@ __all__ = [
     "have_program_helper",
     "object_names_supported",
     "have_batch_api",
+    "have_tracing_programs",
 ]
 
 # First kernel version with each type, for the error message.
@@ -155,3 +156,69 @@ def have_batch_api() -> bool:
         return ret >= 0 or -ret == 2
     finally:
         os.close(fd)
+
+
+# Kernel functions a probe fentry program can target; the first is the
+# kernel's own fentry test target (present with CONFIG_BPF_SYSCALL and NET).
+_FENTRY_PROBE_TARGETS = ("bpf_fentry_test1", "bpf_modify_return_test", "do_nanosleep", "ksys_read", "vfs_read")
+
+
+# _probe_tracing's answer when root may load other programs but not this one.
+_REFUSED_BY_POLICY = -4001
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_tracing() -> tuple:
+    """(result, target): 1 loaded, 0 no target found, -errno refused,
+    _REFUSED_BY_POLICY for EPERM that is not about privileges."""
+    from . import _libbpf
+
+    lib = _libbpf.lib
+    btf_id, target = 0, ""
+    for name in _FENTRY_PROBE_TARGETS:
+        try:
+            btf_id = int(lib.libbpf_find_vmlinux_btf_id(name.encode(), 24))  # BPF_TRACE_FENTRY
+        except EBPFError:
+            continue
+        target = name
+        break
+    if not btf_id:
+        return 0, ""
+    insns = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])  # r0 = 0; exit
+    log = ctypes.create_string_buffer(4096)
+    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=24, attach_btf_id=btf_id, log_level=1,
+                                      log_size=len(log), log_buf=ctypes.addressof(log))
+    fd = lib.bpf_prog_load(int(ProgramType.TRACING), None, b"GPL", insns, 2, ctypes.byref(opts))
+    if fd >= 0:
+        os.close(fd)
+        return 1, target
+    if fd == -1 and not log.value.strip():
+        # EPERM with an empty log: privilege, or a policy refusal of tracing
+        # programs in particular.  A socket filter tells the two apart.
+        sock = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+        sfd = lib.bpf_prog_load(int(ProgramType.SOCKET_FILTER), None, b"GPL", sock, 2, None)
+        if sfd >= 0:
+            os.close(sfd)
+            return _REFUSED_BY_POLICY, target
+    return fd, target
+
+
+def have_tracing_programs() -> bool:
+    """Whether the kernel loads tracing programs (fentry/fexit/fmod_ret/freplace, LSM).
+
+    Probed with a minimal fentry program.  Kernels under lockdown refuse
+    them with EPERM even to root, which is a :class:`NotSupportedError`
+    here (while tp_btf and iterators, of the same program type, still work).
+    """
+    result, target = _probe_tracing()
+    feature = "tracing programs (fentry/fexit/fmod_ret/freplace/LSM)"
+    if result == 1:
+        return True
+    if result == 0:
+        raise NotSupportedError(feature, min_kernel="5.5",
+                                detail=f"none of {', '.join(_FENTRY_PROBE_TARGETS)} is in the kernel's BTF")
+    if result == _REFUSED_BY_POLICY:
+        raise NotSupportedError(feature, errno=1,
+                                detail=f"the kernel refuses to load them (a fentry program on {target} got EPERM "
+                                "with an empty verifier log while other programs load), most likely kernel lockdown")
+    return _verdict(result, feature, "5.5")

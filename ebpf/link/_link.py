@@ -128,8 +128,37 @@ def link_info(fd: int) -> LinkInfo:
     elif t == LinkType.KPROBE_MULTI:
         extra.update(count=w[2], flags=w[3])
     elif t == LinkType.PERF_EVENT:
-        extra["perf_event_type"] = w[0]
+        extra.update(_perf_event_extra(fd, i, w, q))
     return LinkInfo(type=t, id=i.id, program_id=i.prog_id, extra=extra)
+
+
+class PerfEventType(enum.IntEnum):
+    """``enum bpf_perf_event_type``: what a perf-event link is attached to."""
+
+    UNSPEC = 0
+    UPROBE = 1
+    URETPROBE = 2
+    KPROBE = 3
+    KRETPROBE = 4
+    TRACEPOINT = 5
+    EVENT = 6
+
+
+def _perf_event_extra(fd: int, info: _bpf_link_info, w: list, q: list) -> Dict[str, Any]:
+    # perf_event: u32 type, pad, then a union at u64 index 1 whose first
+    # member is a name pointer (u32 length at word 4) or, for plain events,
+    # the config (u32 perf type at word 4).
+    pt = _enum(PerfEventType, w[0])
+    extra: Dict[str, Any] = {"perf_event_type": pt}
+    if pt == PerfEventType.TRACEPOINT:
+        extra.update(tp_name=_read_str(fd, info, 1, 4), cookie=q[3])
+    elif pt in (PerfEventType.KPROBE, PerfEventType.KRETPROBE):
+        extra.update(func_name=_read_str(fd, info, 1, 4), offset=w[5], addr=q[3], missed=q[4], cookie=q[5])
+    elif pt in (PerfEventType.UPROBE, PerfEventType.URETPROBE):
+        extra.update(file_name=_read_str(fd, info, 1, 4), offset=w[5], cookie=q[3])
+    elif pt == PerfEventType.EVENT:
+        extra.update(config=q[1], type=w[4], cookie=q[3])
+    return extra
 
 
 def program_fd(prog: Any) -> int:

@@ -148,6 +148,13 @@ class Collection:
         """Remove a program from the collection; the caller now owns it."""
         return self.programs.pop(name)
 
+    def attach_all(self) -> Dict[str, Any]:
+        """Attach every program whose section names its hook (like a libbpf
+        skeleton's attach); see :func:`ebpf.link.attach_all`."""
+        from .link.auto import attach_all
+
+        return attach_all(self)
+
     def __repr__(self) -> str:
         return f"<Collection maps={sorted(self.maps)} programs={sorted(self.programs)}>"
 

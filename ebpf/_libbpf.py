@@ -407,6 +407,13 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     "bpf_tc_query": (_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)], NEG_ERRNO, None),
     # -- links helpers: add entries below this line --
     # -- readers helpers: add entries below this line --
+    # ring_buffer: the sample callback is passed as a c_void_p (a cast CFUNCTYPE);
+    # consume returns the callback's negative value when it stopped early.
+    "ring_buffer__new": (_ptr, [_int, _ptr, _ptr, _ptr], NULL_ERRNO, None),
+    "ring_buffer__free": (None, [_ptr], NONE, None),
+    "ring_buffer__consume": (_int, [_ptr], NONE, None),
+    "ring_buffer__poll": (_int, [_ptr, _int], NONE, None),
+    "ring_buffer__epoll_fd": (_int, [_ptr], NONE, None),
 }
 
 _CDLL: Optional[ctypes.CDLL] = None

@@ -73,6 +73,26 @@ def perf_event_open(attr: Any, pid: int, cpu: int, group_fd: int = -1, flags: in
         raise
 
 
+# setns(2): Python 3.11 has no os.setns.  Network namespaces are per thread,
+# so a worker thread can enter one to resolve interface names and talk
+# netlink there (legacy tc filters must be detached in the namespace they
+# were attached in).
+_SETNS_NR = {"x86_64": 308, "aarch64": 268, "riscv64": 268, "ppc64le": 350, "s390x": 339}
+CLONE_NEWNET = 0x40000000
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Move the calling thread into the namespace behind ``fd``."""
+    import platform as _platform
+
+    nr = _SETNS_NR.get(_platform.machine())
+    if nr is None:
+        from .errors import NotSupportedError
+
+        raise NotSupportedError("setns()", detail=f"syscall number unknown for {_platform.machine()}")
+    _libbpf.raw_syscall(nr, ctypes.c_int(fd), ctypes.c_int(nstype))
+
+
 # mount(2): tracepoint and kprobe links read ids from tracefs, which a fresh
 # system may not have mounted yet; os has no mount().
 _MOUNT_NR = {"x86_64": 165, "aarch64": 40, "riscv64": 40, "ppc64le": 21, "s390x": 21}

@@ -219,6 +219,11 @@ class _Loader:
             )
         self._fill_contents()
         self._bind_variables()
+        if any(m.type == MapType.STRUCT_OPS for m in self.coll.maps.values()):
+            # attach_struct_ops builds the kernel value from the ELF later.
+            from .link.struct_ops import bind_struct_ops
+
+            bind_struct_ops(spec, self.coll)
 
     def _standalone_map(self, key: str, ms: MapSpec) -> Map:
         if key in self.replacements:

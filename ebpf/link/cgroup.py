@@ -1,0 +1,276 @@
+"""Cgroup attachments: programs that see the sockets, packets, devices and
+sysctls of the processes in a cgroup v2.
+
+Like cilium/ebpf's ``link.AttachCgroup``, :func:`attach_cgroup` prefers a
+``bpf_link`` (kernel 5.7+): it can be pinned, updated and queried, and
+closing it detaches exactly this program.  With explicit ``flags``
+(``BPF_F_ALLOW_OVERRIDE``/``BPF_F_ALLOW_MULTI``), or when the kernel has no
+cgroup links, it falls back to the legacy ``BPF_PROG_ATTACH``: that
+attachment cannot be pinned, and ``close()`` detaches it with
+``BPF_PROG_DETACH``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+from typing import Any, Optional, Union
+
+from .. import _libbpf
+from ..errors import EBPFError, NotSupportedError
+from ..types import AttachType, ProgramType
+from ._link import FDLink, Link, LinkInfo, LinkType, program_fd
+from .xdp import attach_type_value, check_program_type
+
+__all__ = ["attach_cgroup", "CgroupFlags", "ProgAttachCgroup"]
+
+
+class CgroupFlags(enum.IntFlag):
+    """Flags of the legacy ``BPF_PROG_ATTACH`` to a cgroup."""
+
+    NONE = 0
+    ALLOW_OVERRIDE = 1 << 0  # BPF_F_ALLOW_OVERRIDE: a sub-cgroup may replace the program
+    ALLOW_MULTI = 1 << 1  # BPF_F_ALLOW_MULTI: programs of sub-cgroups run too
+    REPLACE = 1 << 2  # BPF_F_REPLACE: used by update() in multi mode
+
+
+# Which program type each cgroup attach type takes (kernel's
+# attach_type_to_prog_type), so a mismatch gets a clear error.
+_PROG_TYPE = {
+    AttachType.CGROUP_INET_INGRESS: ProgramType.CGROUP_SKB,
+    AttachType.CGROUP_INET_EGRESS: ProgramType.CGROUP_SKB,
+    AttachType.CGROUP_INET_SOCK_CREATE: ProgramType.CGROUP_SOCK,
+    AttachType.CGROUP_INET_SOCK_RELEASE: ProgramType.CGROUP_SOCK,
+    AttachType.CGROUP_INET4_POST_BIND: ProgramType.CGROUP_SOCK,
+    AttachType.CGROUP_INET6_POST_BIND: ProgramType.CGROUP_SOCK,
+    AttachType.CGROUP_SOCK_OPS: ProgramType.SOCK_OPS,
+    AttachType.CGROUP_DEVICE: ProgramType.CGROUP_DEVICE,
+    AttachType.CGROUP_SYSCTL: ProgramType.CGROUP_SYSCTL,
+    AttachType.CGROUP_GETSOCKOPT: ProgramType.CGROUP_SOCKOPT,
+    AttachType.CGROUP_SETSOCKOPT: ProgramType.CGROUP_SOCKOPT,
+    AttachType.LSM_CGROUP: ProgramType.LSM,
+}
+for _name in (
+    "CGROUP_INET4_BIND CGROUP_INET6_BIND CGROUP_INET4_CONNECT CGROUP_INET6_CONNECT "
+    "CGROUP_UDP4_SENDMSG CGROUP_UDP6_SENDMSG CGROUP_UDP4_RECVMSG CGROUP_UDP6_RECVMSG "
+    "CGROUP_INET4_GETPEERNAME CGROUP_INET6_GETPEERNAME CGROUP_INET4_GETSOCKNAME "
+    "CGROUP_INET6_GETSOCKNAME CGROUP_UNIX_CONNECT CGROUP_UNIX_SENDMSG CGROUP_UNIX_RECVMSG "
+    "CGROUP_UNIX_GETPEERNAME CGROUP_UNIX_GETSOCKNAME"
+).split():
+    if hasattr(AttachType, _name):
+        _PROG_TYPE[getattr(AttachType, _name)] = ProgramType.CGROUP_SOCK_ADDR
+
+
+def attach_cgroup(
+    cgroup_path_or_fd: Union[str, "os.PathLike[str]", int],
+    attach_type: AttachType,
+    prog: Any,
+    flags: Optional[int] = None,
+) -> Link:
+    """Attach ``prog`` to a cgroup v2 at ``attach_type``.
+
+    ``cgroup_path_or_fd`` is a directory on the cgroup2 filesystem (e.g.
+    ``/sys/fs/cgroup/my.slice``) or an open fd of one.  Without ``flags`` the
+    result is an :class:`FDLink`; with ``flags`` (:class:`CgroupFlags`) it is
+    a :class:`ProgAttachCgroup`.
+    """
+    prog_fd = program_fd(prog)
+    at = attach_type_value(attach_type)
+    at_name = AttachType(at).name if at in AttachType._value2member_map_ else str(at)
+    need = _PROG_TYPE.get(at)  # type: ignore[call-overload]
+    if need is None:
+        raise EBPFError(f"attach_cgroup: {at_name} is not a cgroup attach type", errno.EINVAL)
+    check_program_type(prog, (need,), f"attach_cgroup({at_name})")
+    cg_fd, label = _open_cgroup(cgroup_path_or_fd)
+    try:
+        if flags is None:
+            try:
+                fd = _libbpf.lib.bpf_link_create(prog_fd, cg_fd, at, None)
+                return FDLink(fd, f"cgroup {label} {at_name}")
+            except EBPFError as exc:
+                if not _links_unsupported(exc):
+                    raise _cgroup_error(exc, label, at_name) from None
+            # Kernels before 5.7 have no cgroup links; cilium falls back to
+            # a multi attachment, which coexists with other programs.
+            flags = CgroupFlags.ALLOW_MULTI
+        return ProgAttachCgroup(cg_fd, label, at, prog_fd, CgroupFlags(int(flags)))
+    finally:
+        os.close(cg_fd)
+
+
+def _open_cgroup(cgroup: Any) -> "tuple[int, str]":
+    """A new fd on the cgroup directory (the caller closes it) and a label."""
+    if isinstance(cgroup, bool):
+        raise TypeError("cgroup must be a path or an fd")
+    if isinstance(cgroup, int):
+        try:
+            return os.dup(cgroup), f"fd {cgroup}"
+        except OSError as exc:
+            raise EBPFError(f"attach_cgroup: bad cgroup fd {cgroup}: {exc.strerror}", exc.errno) from None
+    path = os.fspath(cgroup)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), os.fsdecode(path)
+    except FileNotFoundError:
+        raise EBPFError(f"attach_cgroup: cgroup {os.fsdecode(path)!r} does not exist", errno.ENOENT) from None
+    except NotADirectoryError:
+        raise EBPFError(f"attach_cgroup: {os.fsdecode(path)!r} is not a cgroup directory", errno.ENOTDIR) from None
+    except OSError as exc:
+        raise EBPFError(f"attach_cgroup: cannot open cgroup {os.fsdecode(path)!r}: {exc.strerror}", exc.errno) from None
+
+
+def _links_unsupported(exc: EBPFError) -> bool:
+    """Whether a failed cgroup link_create means the kernel has no such links.
+
+    A kernel without BPF_LINK_CREATE answers EINVAL to the command itself;
+    asking with a bad program fd tells the two cases apart (EBADF: the
+    command exists)."""
+    if exc.errno != errno.EINVAL:
+        return False
+    from .. import _syscall
+
+    class _attr(ctypes.Structure):
+        _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+    try:
+        _syscall.bpf(_syscall.BPF_LINK_CREATE, _attr(prog_fd=0xFFFFFFFF, target_fd=0xFFFFFFFF), "probe BPF_LINK_CREATE")
+    except EBPFError as probe:
+        return probe.errno == errno.EINVAL
+    return False  # pragma: no cover - cannot succeed with fd -1
+
+
+def _cgroup_error(exc: EBPFError, label: str, at_name: str) -> EBPFError:
+    if exc.errno == errno.EBADF:
+        return EBPFError(f"attach_cgroup: {label} is not a cgroup v2 directory", exc.errno)
+    if exc.errno == errno.EINVAL:
+        return EBPFError(f"attach_cgroup: the kernel refused to attach at {at_name} on {label} "
+                         "(program loaded for another attach type?)", exc.errno)
+    if exc.errno == errno.EEXIST:
+        return EBPFError(f"attach_cgroup: this program is already attached at {at_name} on {label}", exc.errno)
+    return exc
+
+
+class ProgAttachCgroup(Link):
+    """A legacy cgroup attachment (``BPF_PROG_ATTACH``).
+
+    It has no kernel link object: it cannot be pinned, and ``info()`` is
+    assembled here (``id`` 0).  ``close()`` runs ``BPF_PROG_DETACH`` for the
+    attached program.  ``update()`` swaps the program in place:
+    with ``ALLOW_MULTI`` through ``BPF_F_REPLACE``, otherwise by attaching
+    again, which replaces the cgroup's single program.
+    """
+
+    _kind = "cgroup attachment"
+
+    def __init__(self, cg_fd: int, label: str, attach_type: int, prog_fd: int, flags: CgroupFlags) -> None:
+        self._cg_fd = -1
+        self._prog_fd = -1
+        # Own duplicates: the attachment must be detachable after the caller
+        # closed the Program or the cgroup fd it passed in.
+        cg = os.dup(cg_fd)
+        prog = os.dup(prog_fd)
+        opts = _libbpf.bpf_prog_attach_opts(flags=int(flags))
+        try:
+            _libbpf.lib.bpf_prog_attach_opts(prog, cg, attach_type, ctypes.byref(opts))
+        except BaseException as exc:
+            os.close(cg)
+            os.close(prog)
+            if isinstance(exc, EBPFError):
+                at_name = AttachType(attach_type).name if attach_type in AttachType._value2member_map_ else str(attach_type)
+                raise _cgroup_error(exc, label, at_name) from None
+            raise
+        self._cg_fd, self._prog_fd = cg, prog
+        self._label = label
+        self._attach_type = attach_type
+        self._flags = flags
+        self._detach = _libbpf.lib.bpf_prog_detach2
+
+    @property
+    def closed(self) -> bool:
+        return self._cg_fd < 0
+
+    @property
+    def flags(self) -> CgroupFlags:
+        return self._flags
+
+    def close(self) -> None:
+        """Detach the program from the cgroup (once)."""
+        cg, prog = self._cg_fd, self._prog_fd
+        self._cg_fd = self._prog_fd = -1
+        if cg < 0:
+            return
+        try:
+            self._detach(prog, cg, self._attach_type)
+        except EBPFError as exc:
+            if exc.errno != errno.ENOENT:  # already gone (e.g. replaced by someone)
+                raise
+        finally:
+            os.close(cg)
+            os.close(prog)
+
+    def __del__(self, _close: Any = os.close) -> None:
+        cg, prog = getattr(self, "_cg_fd", -1), getattr(self, "_prog_fd", -1)
+        if cg < 0:
+            return
+        self._cg_fd = self._prog_fd = -1
+        try:
+            self._detach(prog, cg, self._attach_type)
+        except Exception:
+            pass
+        for fd in (cg, prog):
+            try:
+                _close(fd)
+            except Exception:
+                pass
+
+    def _fds(self) -> "tuple[int, int]":
+        if self._cg_fd < 0:
+            from ..errors import ClosedError
+
+            raise ClosedError(self._kind)
+        return self._cg_fd, self._prog_fd
+
+    def update(self, prog: Any) -> None:
+        """Replace the attached program with ``prog``."""
+        cg, old = self._fds()
+        new = os.dup(program_fd(prog))
+        flags = int(self._flags)
+        opts = _libbpf.bpf_prog_attach_opts(flags=flags)
+        if self._flags & CgroupFlags.ALLOW_MULTI:
+            opts.flags = flags | CgroupFlags.REPLACE
+            opts.replace_prog_fd = old
+        try:
+            _libbpf.lib.bpf_prog_attach_opts(new, cg, self._attach_type, ctypes.byref(opts))
+        except BaseException:
+            os.close(new)
+            raise
+        self._prog_fd = new
+        os.close(old)
+
+    def info(self) -> LinkInfo:
+        """Cgroup id, attach type, flags and program id (no kernel link: id 0)."""
+        from ..info import program_info
+
+        cg, prog = self._fds()
+        return LinkInfo(
+            type=LinkType.CGROUP,
+            id=0,
+            program_id=program_info(prog).id,
+            extra={
+                "cgroup_id": os.fstat(cg).st_ino,  # a cgroup2 directory's inode is its id
+                "attach_type": AttachType(self._attach_type),
+                "flags": self._flags,
+            },
+        )
+
+    def pin(self, path: Any) -> None:
+        raise NotSupportedError("pinning a legacy cgroup attachment", detail="BPF_PROG_ATTACH creates no bpf_link; attach without flags to get one")
+
+    def unpin(self) -> None:
+        raise NotSupportedError("unpinning a legacy cgroup attachment", detail="BPF_PROG_ATTACH creates no bpf_link")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<ProgAttachCgroup closed>"
+        return f"<ProgAttachCgroup {self._label} {AttachType(self._attach_type).name} flags={self._flags!r}>"

@@ -1,0 +1,117 @@
+"""Netfilter links (kernel 6.4+): a BPF program as a netfilter hook.
+
+libbpf 1.1.2 predates netfilter links, so the ``BPF_LINK_CREATE`` attribute
+block is built here (``union bpf_attr``'s ``link_create.netfilter``) and
+issued with :func:`ebpf._syscall.bpf`.  Like cilium/ebpf's
+``link.AttachNetfilter``.
+
+The hook is registered in the calling thread's network namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+from ctypes import c_int32, c_uint32
+from typing import Any
+
+from .. import _syscall
+from ..errors import EBPFError, NotSupportedError
+from ..types import AttachType, ProgramType
+from ._link import FDLink, program_fd
+from .xdp import check_program_type
+
+__all__ = [
+    "attach_netfilter",
+    "NetfilterFlags",
+    "NFPROTO_IPV4",
+    "NFPROTO_IPV6",
+    "NF_INET_PRE_ROUTING",
+    "NF_INET_LOCAL_IN",
+    "NF_INET_FORWARD",
+    "NF_INET_LOCAL_OUT",
+    "NF_INET_POST_ROUTING",
+]
+
+NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
+
+NF_INET_PRE_ROUTING = 0
+NF_INET_LOCAL_IN = 1
+NF_INET_FORWARD = 2
+NF_INET_LOCAL_OUT = 3
+NF_INET_POST_ROUTING = 4
+
+# The kernel reserves the extreme priorities (NF_IP_PRI_FIRST/LAST).
+_PRI_MIN = -(2**31) + 1
+_PRI_MAX = 2**31 - 2
+
+
+class NetfilterFlags(enum.IntFlag):
+    NONE = 0
+    IP_DEFRAG = 1 << 0  # BPF_F_NETFILTER_IP_DEFRAG (6.6+): see reassembled packets
+
+
+class _link_create_netfilter(ctypes.Structure):
+    # union bpf_attr, link_create member: prog_fd, target_fd, attach_type,
+    # flags, then the netfilter struct of the trailing union at offset 16.
+    _fields_ = [
+        ("prog_fd", c_uint32),
+        ("target_fd", c_uint32),
+        ("attach_type", c_uint32),
+        ("flags", c_uint32),
+        ("pf", c_uint32),
+        ("hooknum", c_uint32),
+        ("priority", c_int32),
+        ("nf_flags", c_uint32),
+    ]
+
+
+def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int = 0) -> FDLink:
+    """Run a ``NETFILTER`` program at netfilter hook ``hooknum`` of family ``pf``.
+
+    ``pf`` is ``NFPROTO_IPV4`` or ``NFPROTO_IPV6``; ``hooknum`` one of the
+    ``NF_INET_*`` hooks; lower ``priority`` runs earlier (iptables' filter
+    table sits at 0).  The program returns ``NF_DROP`` (0) or ``NF_ACCEPT``
+    (1).  The program must be loaded with attach type ``NETFILTER``.
+    """
+    prog_fd = program_fd(prog)
+    check_program_type(prog, (ProgramType.NETFILTER,), "attach_netfilter")
+    at = getattr(prog, "attach_type", None)
+    if at is not None and not isinstance(prog, int) and int(at) != int(AttachType.NETFILTER):
+        raise EBPFError(f"attach_netfilter: program {getattr(prog, 'name', '?')!r} was loaded with attach type "
+                        f"{getattr(at, 'name', at)}; load it with attach_type=AttachType.NETFILTER", errno.EINVAL)
+    if not _PRI_MIN <= int(priority) <= _PRI_MAX:
+        raise EBPFError(f"attach_netfilter: priority {priority} is outside [{_PRI_MIN}, {_PRI_MAX}]", errno.EINVAL)
+    attr = _link_create_netfilter(
+        prog_fd=prog_fd,
+        attach_type=int(AttachType.NETFILTER),
+        pf=int(pf),
+        hooknum=int(hooknum),
+        priority=int(priority),
+        nf_flags=int(flags),
+    )
+    where = f"pf {int(pf)} hook {int(hooknum)} priority {int(priority)}"
+    try:
+        fd = _syscall.bpf(_syscall.BPF_LINK_CREATE, attr, f"netfilter link at {where}")
+    except EBPFError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, 524) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 4)):
+            raise NotSupportedError("netfilter links", min_kernel="6.4", errno=exc.errno) from None
+        if exc.errno == errno.EINVAL:
+            raise EBPFError(f"attach_netfilter: the kernel refused {where} flags {int(flags)} "
+                            "(unknown family or hook, or IP_DEFRAG with a priority at or before defragmentation)",
+                            exc.errno) from None
+        if exc.errno == errno.EBUSY:
+            raise EBPFError(f"attach_netfilter: {where} is taken by another hook", exc.errno) from None
+        raise
+    return FDLink(fd, f"netfilter {where}")
+
+
+def _kernel_older_than(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split("-")[0].split(".")
+        return (int(parts[0]), int(parts[1])) < (major, minor)
+    except (ValueError, IndexError):
+        return False

@@ -1,0 +1,403 @@
+"""Traffic control: tcx links (kernel 6.6+) and legacy tc (cls_bpf) filters.
+
+:func:`attach_tcx` is cilium/ebpf's ``link.AttachTCX``: a ``bpf_link`` on
+an interface's ingress or egress, which can be pinned and updated, and
+coexists with other tcx programs (ordered with ``before``/``after``).
+libbpf 1.1.2's ``bpf_link_create`` cannot pass tcx anchors, so an anchored
+attach issues ``BPF_LINK_CREATE`` itself.
+
+:func:`attach_tc` is the pre-6.6 way: a ``direct-action`` cls_bpf filter
+on the interface's ``clsact`` qdisc, through libbpf's netlink helpers.  It
+has no kernel link: the returned :class:`TCLink` detaches the filter in
+``close()``.  If the attach created the ``clsact`` qdisc, closing the last
+filter on it removes the qdisc again, but only when no other filter (ours
+or anyone's) remains on either hook; a qdisc that existed before is left
+alone.  Filters live in a network namespace: a :class:`TCLink` remembers the
+namespace it was made in and detaches there, whichever thread closes it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import threading
+from ctypes import c_uint32, c_uint64
+from typing import Any, Callable, Optional, Union
+
+from .. import _libbpf, _syscall
+from ..errors import ClosedError, EBPFError, NotSupportedError
+from ..types import AttachType, ProgramType
+from ._link import FDLink, Link, LinkInfo, LinkType, program_fd
+from .netfilter import _kernel_older_than
+from .xdp import check_program_type, interface_name, resolve_ifindex
+
+__all__ = ["attach_tcx", "attach_tc", "TCLink"]
+
+# tcx flags (uapi linux/bpf.h, 6.6+)
+BPF_F_REPLACE = 1 << 2
+BPF_F_BEFORE = 1 << 3
+BPF_F_AFTER = 1 << 4
+BPF_F_ID = 1 << 5
+BPF_F_LINK = 1 << 13
+
+_TCX = {"ingress": AttachType.TCX_INGRESS, "egress": AttachType.TCX_EGRESS}
+
+
+class _link_create_tcx(ctypes.Structure):
+    # union bpf_attr, link_create member; the tcx struct of the trailing
+    # union starts at offset 16: relative_fd/relative_id, expected_revision.
+    _fields_ = [
+        ("prog_fd", c_uint32),
+        ("target_ifindex", c_uint32),
+        ("attach_type", c_uint32),
+        ("flags", c_uint32),
+        ("relative_fd", c_uint32),
+        ("_pad", c_uint32),
+        ("expected_revision", c_uint64),
+    ]
+
+
+def attach_tcx(
+    ifname_or_index: Union[str, int],
+    prog: Any,
+    attach_type: Union[AttachType, str],
+    *,
+    before: Any = None,
+    after: Any = None,
+    expected_revision: int = 0,
+) -> FDLink:
+    """Attach a ``SCHED_CLS`` program to an interface with a tcx link.
+
+    ``attach_type`` is ``AttachType.TCX_INGRESS`` or ``TCX_EGRESS`` (or
+    ``"ingress"``/``"egress"``).  The program returns ``TCX_NEXT`` (-1),
+    ``TCX_PASS`` (0), ``TCX_DROP`` (2) or ``TCX_REDIRECT`` (7).  New links go
+    last; ``before``/``after`` (a Program or a tcx Link already attached
+    there) place it relative to another one, and ``expected_revision`` makes
+    the attach fail (ESTALE) if the hook changed since it was read.
+    """
+    prog_fd = program_fd(prog)
+    check_program_type(prog, (ProgramType.SCHED_CLS,), "attach_tcx")
+    if isinstance(attach_type, str):
+        try:
+            at = _TCX[attach_type]
+        except KeyError:
+            raise EBPFError(f"attach_tcx: direction must be 'ingress' or 'egress', not {attach_type!r}", errno.EINVAL) from None
+    else:
+        at = AttachType(int(attach_type))
+        if at not in (AttachType.TCX_INGRESS, AttachType.TCX_EGRESS):
+            raise EBPFError(f"attach_tcx: attach type must be TCX_INGRESS or TCX_EGRESS, not {at.name}", errno.EINVAL)
+    if before is not None and after is not None:
+        raise EBPFError("attach_tcx: give before= or after=, not both", errno.EINVAL)
+    ifindex = resolve_ifindex(ifname_or_index, "attach_tcx")
+    ifname = interface_name(ifindex)
+    where = f"tcx {ifname} {at.name[4:].lower()}"
+    try:
+        if before is None and after is None and not expected_revision:
+            fd = _libbpf.lib.bpf_link_create(prog_fd, ifindex, int(at), None)
+        else:
+            anchor = before if before is not None else after
+            flags = BPF_F_BEFORE if before is not None else BPF_F_AFTER
+            if isinstance(anchor, Link):
+                flags |= BPF_F_LINK
+                relative = anchor.fd  # type: ignore[attr-defined]
+            else:
+                relative = program_fd(anchor) if anchor is not None else 0
+                if anchor is None:
+                    flags = 0
+            attr = _link_create_tcx(
+                prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags,
+                relative_fd=relative, expected_revision=int(expected_revision),
+            )
+            fd = _syscall.bpf(_syscall.BPF_LINK_CREATE, attr, f"{where} link")
+    except EBPFError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, 524) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 6)):
+            raise NotSupportedError("tcx links", min_kernel="6.6", errno=exc.errno) from None
+        if exc.errno == errno.ESTALE:
+            raise EBPFError(f"attach_tcx: {where} changed since revision {expected_revision}", exc.errno) from None
+        if exc.errno == errno.ENOENT and (before is not None or after is not None):
+            raise EBPFError(f"attach_tcx: the anchor program or link is not attached at {where}", exc.errno) from None
+        if exc.errno == errno.EEXIST:
+            raise EBPFError(f"attach_tcx: this program is already attached at {where}", exc.errno) from None
+        raise
+    return FDLink(fd, where)
+
+
+# --------------------------------------------------------------------------
+# legacy tc
+
+BPF_TC_INGRESS = 1 << 0
+BPF_TC_EGRESS = 1 << 1
+BPF_TC_F_REPLACE = 1 << 0
+_DIRECTIONS = {"ingress": BPF_TC_INGRESS, "egress": BPF_TC_EGRESS}
+
+
+def attach_tc(
+    ifname_or_index: Union[str, int],
+    prog: Any,
+    direction: str = "ingress",
+    priority: int = 1,
+    handle: int = 1,
+    *,
+    replace: bool = False,
+) -> "TCLink":
+    """Attach a ``SCHED_CLS`` program as a direct-action cls_bpf filter.
+
+    Creates the interface's ``clsact`` qdisc if it has none.  ``priority``
+    (1-65535) and ``handle`` identify the filter; an existing filter with
+    both raises EBPFError (EEXIST) unless ``replace=True``.  The program
+    returns a ``TC_ACT_*`` verdict (``TC_ACT_OK`` 0, ``TC_ACT_SHOT`` 2).
+    """
+    prog_fd = program_fd(prog)
+    check_program_type(prog, (ProgramType.SCHED_CLS, ProgramType.SCHED_ACT), "attach_tc")
+    point = _DIRECTIONS.get(direction)
+    if point is None:
+        raise EBPFError(f"attach_tc: direction must be 'ingress' or 'egress', not {direction!r}", errno.EINVAL)
+    if not 0 < int(priority) <= 0xFFFF:
+        raise EBPFError(f"attach_tc: priority {priority} is outside 1..65535", errno.EINVAL)
+    if not 0 < int(handle) <= 0xFFFFFFFF:
+        raise EBPFError(f"attach_tc: handle {handle} must be a nonzero u32", errno.EINVAL)
+    ifindex = resolve_ifindex(ifname_or_index, "attach_tc")
+    ifname = interface_name(ifindex)
+    where = f"tc {ifname} {direction} handle {int(handle)} priority {int(priority)}"
+    lib = _libbpf.lib
+    hook = _libbpf.bpf_tc_hook(ifindex=ifindex, attach_point=point)
+    created = False
+    try:
+        lib.bpf_tc_hook_create(ctypes.byref(hook))
+        created = True
+    except EBPFError as exc:
+        if exc.errno != errno.EEXIST:
+            raise _tc_error(exc, f"creating the clsact qdisc on {ifname}") from None
+    opts = _libbpf.bpf_tc_opts(prog_fd=prog_fd, handle=int(handle), priority=int(priority),
+                               flags=BPF_TC_F_REPLACE if replace else 0)
+    try:
+        lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+    except EBPFError as exc:
+        if created:
+            _destroy_qdisc_if_empty(ifindex)
+        if exc.errno == errno.EEXIST:
+            raise EBPFError(f"attach_tc: a filter already exists at {where} (pass replace=True to replace it)", exc.errno) from None
+        if exc.errno == errno.EINVAL:
+            raise EBPFError(f"attach_tc: the kernel refused {where} ({exc})", exc.errno) from None
+        raise _tc_error(exc, where) from None
+    ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return TCLink(ns_fd, ifindex, ifname, direction, int(opts.handle), int(opts.priority), int(opts.prog_id), created)
+
+
+def _tc_error(exc: EBPFError, what: str) -> EBPFError:
+    if exc.errno in (errno.EOPNOTSUPP, 524):
+        return NotSupportedError(f"tc on {what}", errno=exc.errno, detail=str(exc))
+    return EBPFError(f"attach_tc: {what}: {os.strerror(exc.errno or 22)}", exc.errno)
+
+
+class TCLink(Link):
+    """A legacy tc filter made by :func:`attach_tc`.
+
+    ``close()`` deletes the filter (in the network namespace it was made
+    in); ``update()`` replaces its program in place; ``info()`` reports the
+    interface, direction, handle, priority and program id (``id`` 0: there
+    is no kernel link).  It cannot be pinned.
+    """
+
+    _kind = "tc filter"
+
+    def __init__(self, ns_fd: int, ifindex: int, ifname: str, direction: str, handle: int, priority: int,
+                 prog_id: int, created_qdisc: bool) -> None:
+        self._ns_fd = ns_fd
+        self.ifindex = ifindex
+        self.ifname = ifname
+        self.direction = direction
+        self.handle = handle
+        self.priority = priority
+        self._prog_id = prog_id
+        self._created_qdisc = created_qdisc
+        self._detach_fn = _detach_filter  # reachable from __del__ at shutdown
+
+    @property
+    def closed(self) -> bool:
+        return self._ns_fd < 0
+
+    def _hook_opts(self, prog_fd: int = 0, flags: int = 0) -> "tuple[Any, Any]":
+        hook = _libbpf.bpf_tc_hook(ifindex=self.ifindex, attach_point=_DIRECTIONS[self.direction])
+        opts = _libbpf.bpf_tc_opts(handle=self.handle, priority=self.priority, prog_fd=prog_fd, flags=flags)
+        return hook, opts
+
+    def close(self) -> None:
+        """Delete the filter (and the clsact qdisc if we created it and it is empty)."""
+        ns_fd, self._ns_fd = self._ns_fd, -1
+        if ns_fd < 0:
+            return
+        try:
+            in_netns(ns_fd, lambda: self._detach_fn(self))
+        finally:
+            os.close(ns_fd)
+
+    def __del__(self, _close: Any = os.close) -> None:
+        ns_fd = getattr(self, "_ns_fd", -1)
+        if ns_fd < 0:
+            return
+        self._ns_fd = -1
+        try:
+            in_netns(ns_fd, lambda: self._detach_fn(self))
+        except Exception:
+            pass
+        try:
+            _close(ns_fd)
+        except Exception:
+            pass
+
+    def update(self, prog: Any) -> None:
+        """Replace the filter's program (``BPF_TC_F_REPLACE``, atomic)."""
+        if self._ns_fd < 0:
+            raise ClosedError(self._kind)
+        prog_fd = program_fd(prog)
+        check_program_type(prog, (ProgramType.SCHED_CLS, ProgramType.SCHED_ACT), "TCLink.update")
+
+        def replace() -> int:
+            hook, opts = self._hook_opts(prog_fd, BPF_TC_F_REPLACE)
+            _libbpf.lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+            return int(opts.prog_id)
+
+        self._prog_id = in_netns(self._ns_fd, replace)
+
+    def info(self) -> LinkInfo:
+        """What is attached now (``bpf_tc_query``); no kernel link: ``id`` 0."""
+        if self._ns_fd < 0:
+            raise ClosedError(self._kind)
+
+        def query() -> int:
+            hook, opts = self._hook_opts()
+            _libbpf.lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+            return int(opts.prog_id)
+
+        prog_id = in_netns(self._ns_fd, query)
+        return LinkInfo(
+            type=LinkType.UNSPEC,
+            id=0,
+            program_id=prog_id,
+            extra={"ifindex": self.ifindex, "direction": self.direction, "handle": self.handle, "priority": self.priority},
+        )
+
+    def pin(self, path: Any) -> None:
+        raise NotSupportedError("pinning a tc filter", detail="legacy tc filters have no bpf_link; use attach_tcx")
+
+    def unpin(self) -> None:
+        raise NotSupportedError("unpinning a tc filter", detail="legacy tc filters have no bpf_link")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<TCLink closed>"
+        return f"<TCLink {self.ifname} {self.direction} handle {self.handle} priority {self.priority}>"
+
+
+def _detach_filter(link: TCLink) -> None:
+    hook, opts = link._hook_opts()
+    try:
+        _libbpf.lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+    except EBPFError as exc:
+        # ENOENT: someone removed it; ENODEV/EINVAL: the interface is gone.
+        if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+            raise
+        return
+    if link._created_qdisc:
+        _destroy_qdisc_if_empty(link.ifindex)
+
+
+def _destroy_qdisc_if_empty(ifindex: int) -> None:
+    """Remove the clsact qdisc when neither hook holds a filter any more."""
+    try:
+        if _count_filters(ifindex) == 0:
+            hook = _libbpf.bpf_tc_hook(ifindex=ifindex, attach_point=BPF_TC_INGRESS | BPF_TC_EGRESS)
+            _libbpf.lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+    except (EBPFError, OSError):
+        pass  # leaving an empty qdisc behind is harmless
+
+
+# --------------------------------------------------------------------------
+# rtnetlink: count the filters on a clsact qdisc (libbpf can only query one
+# filter by handle and priority).
+
+_RTM_GETTFILTER = 46
+_RTM_NEWTFILTER = 44
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
+_CLSACT_PARENTS = (0xFFFFFFF2, 0xFFFFFFF3)  # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS/EGRESS)
+
+
+def _count_filters(ifindex: int) -> int:
+    total = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
+        s.bind((0, 0))
+        for seq, parent in enumerate(_CLSACT_PARENTS, start=1):
+            tcmsg = struct.pack("=BxHiIII", socket.AF_UNSPEC, 0, ifindex, 0, parent, 0)
+            hdr = struct.pack("=IHHII", 16 + len(tcmsg), _RTM_GETTFILTER, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
+            s.send(hdr + tcmsg)
+            done = False
+            while not done:
+                data = s.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, mtype, _flags, mseq, _pid = struct.unpack_from("=IHHII", data, off)
+                    if length < 16:
+                        break
+                    if mseq == seq:
+                        if mtype == _NLMSG_DONE:
+                            done = True
+                        elif mtype == _NLMSG_ERROR:
+                            err = -struct.unpack_from("=i", data, off + 16)[0]
+                            if err:
+                                raise OSError(err, os.strerror(err))
+                            done = True
+                        elif mtype == _RTM_NEWTFILTER:
+                            total += 1
+                    off += (length + 3) & ~3
+    return total
+
+
+# --------------------------------------------------------------------------
+# network namespaces: run a call in the namespace behind an fd
+
+
+def _same_netns(ns_fd: int) -> bool:
+    a = os.fstat(ns_fd)
+    b = os.stat("/proc/thread-self/ns/net")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def in_netns(ns_fd: int, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` in the network namespace of ``ns_fd`` and return its result.
+
+    The current thread is used when it is already there; otherwise a
+    short-lived thread enters the namespace (setns affects only the calling
+    thread) and exits afterwards.
+    """
+    if _same_netns(ns_fd):
+        return fn()
+    result: list = []
+    failure: list = []
+
+    def run() -> None:
+        try:
+            _syscall.setns(ns_fd, _syscall.CLONE_NEWNET)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    t = threading.Thread(target=run, name="ebpf-netns")
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def current_netns_fd() -> Optional[int]:
+    try:
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None

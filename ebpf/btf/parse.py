@@ -14,6 +14,7 @@ Everything here works on raw integers; :mod:`ebpf.btf.spec` turns records into
 
 from __future__ import annotations
 
+import operator
 import struct
 import sys
 from array import array
@@ -178,40 +179,39 @@ class RawBTF:
         self.offsets, names = self._index(words)
         # Name offset of every record, packed so bytes.find can search it.
         self._names = array("I", names).tobytes()
-        self._name_set: Optional[set] = None
         self.end_id = self.first_id + len(self.offsets)
         if self.end_id - 1 > MAX_TYPE_ID:
             raise BTFError(f"too many BTF types ({self.end_id - 1})")
 
     @staticmethod
-    def _index(words: Sequence[int]) -> Tuple[List[int], List[int]]:
+    def _index(words: Sequence[int]) -> Tuple[Sequence[int], Sequence[int]]:
         """Word index and name offset of each record: one tight pass, the
         dominant load cost."""
-        offsets: List[int] = []
-        names: List[int] = []
+        # A C array: no int object per record to allocate and keep alive.
+        offsets = array("I")
         append = offsets.append
-        nappend = names.append
         base = _STEP_BASE
         per = _STEP_VLEN
         i = 0
         try:
             while True:
                 append(i)
-                nappend(words[i])
                 info = words[i + 1]
                 k = info >> 24
                 i += base[k] + (info & 0xFFFF) * per[k]
-        except IndexError:
+        except (IndexError, OverflowError):  # past the end, or an unknown kind's huge step
             pass
         last = offsets.pop()
-        if len(names) > len(offsets):
-            names.pop()
         if last != len(words):
             RawBTF._explain_index_failure(words, offsets)
-        return offsets, names
+        # Every record starts with its name offset; gather them in C.
+        if not offsets:
+            return offsets, []
+        names = operator.itemgetter(*offsets)(words)
+        return offsets, names if len(offsets) > 1 else (names,)
 
     @staticmethod
-    def _explain_index_failure(words: Sequence[int], offsets: List[int]) -> None:
+    def _explain_index_failure(words: Sequence[int], offsets: Sequence[int]) -> None:
         bad = len(offsets) - 1 if offsets else 0
         for n, off in enumerate(offsets):
             if off + 3 > len(words):
@@ -315,13 +315,8 @@ class RawBTF:
                 p = s.find(needle, p + 1)
             blob = blob.base
         names = self._names
-        if self._name_set is None:
-            self._name_set = set(array("I", names))
-        present = self._name_set
         ids = []
         for off in offsets:
-            if off not in present:
-                continue
             pat = struct.pack("=I", off)
             p = names.find(pat)
             while p >= 0:

@@ -89,8 +89,9 @@ class Iter(FDLink):
 
     def open(self) -> BinaryIO:
         """Start a walk: a readable binary file of the program's output."""
+        link_fd = self.fd  # ClosedError after close()
         try:
-            fd = int(_libbpf.lib.bpf_iter_create(self.fd))
+            fd = int(_libbpf.lib.bpf_iter_create(link_fd))
         except EBPFError as exc:
             raise _libbpf.errno_error(exc.errno or _errno.EINVAL, f"starting {self._description or 'iterator'}") from None
         raw = _IterReader(fd, self._description or "iterator")

@@ -147,7 +147,6 @@ def test_bad_perf_event_arguments(coll):
         with pytest.raises(ClosedError):
             link.attach_perf_event(ev2, p)
         assert open_fds() == n
-    assert open_fds() == fds
 
 
 def test_tracepoint_program_on_a_tracepoint_perf_event(coll):

@@ -332,7 +332,11 @@ def open_uprobe_event(path: str, offset: int, *, pid: int = -1, retprobe: bool =
                                 detail="/sys/bus/event_source/devices/uprobe is missing") from None
     config = 0
     if retprobe:
-        config |= 1 << pmu_retprobe_bit(_UPROBE_PMU)
+        try:
+            config |= 1 << pmu_retprobe_bit(_UPROBE_PMU)
+        except (OSError, ValueError):
+            raise NotSupportedError("uretprobes through the uprobe PMU", min_kernel="4.17",
+                                    detail="the PMU has no retprobe format bit") from None
     if ref_ctr_offset:
         if not os.path.exists(f"/sys/bus/event_source/devices/{_UPROBE_PMU}/format/ref_ctr_offset"):
             raise NotSupportedError("uprobe semaphores (ref_ctr_offset)", min_kernel="4.20")

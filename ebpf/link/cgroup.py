@@ -151,6 +151,22 @@ def _cgroup_error(exc: EBPFError, label: str, at_name: str) -> EBPFError:
     return exc
 
 
+def _is_attached(cg_fd: int, attach_type: int, prog_fd: int) -> bool:
+    """Whether the program is among those attached at the hook (the kernel
+    answers a second legacy attach of the same program with a bare EINVAL)."""
+    from ..info import program_info
+
+    try:
+        want = program_info(prog_fd).id
+        ids = (ctypes.c_uint32 * 64)()
+        cnt = ctypes.c_uint32(len(ids))
+        flags = ctypes.c_uint32()
+        _libbpf.lib.bpf_prog_query(cg_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt))
+    except EBPFError:
+        return False
+    return want in list(ids[: cnt.value])
+
+
 class ProgAttachCgroup(Link):
     """A legacy cgroup attachment (``BPF_PROG_ATTACH``).
 
@@ -178,6 +194,8 @@ class ProgAttachCgroup(Link):
             os.close(prog)
             if isinstance(exc, EBPFError):
                 at_name = AttachType(attach_type).name if attach_type in AttachType._value2member_map_ else str(attach_type)
+                if exc.errno == errno.EINVAL and _is_attached(cg_fd, attach_type, prog_fd):
+                    raise EBPFError(f"attach_cgroup: this program is already attached at {at_name} on {label}", exc.errno) from None
                 raise _cgroup_error(exc, label, at_name) from None
             raise
         self._cg_fd, self._prog_fd = cg, prog

@@ -99,6 +99,10 @@ def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int
     except EBPFError as exc:
         if exc.errno in (errno.EOPNOTSUPP, 524) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 4)):
             raise NotSupportedError("netfilter links", min_kernel="6.4", errno=exc.errno) from None
+        if exc.errno == errno.EPROTO:
+            raise EBPFError(f"attach_netfilter: unknown netfilter hook {int(hooknum)} ({where})", exc.errno) from None
+        if exc.errno == errno.EAFNOSUPPORT:
+            raise EBPFError(f"attach_netfilter: unsupported protocol family {int(pf)} ({where})", exc.errno) from None
         if exc.errno == errno.EINVAL:
             raise EBPFError(f"attach_netfilter: the kernel refused {where} flags {int(flags)} "
                             "(unknown family or hook, or IP_DEFRAG with a priority at or before defragmentation)",

@@ -25,7 +25,7 @@ import ctypes
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .. import _libbpf
 from ..errors import ClosedError, EBPFError, NotSupportedError
@@ -150,6 +150,7 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
     from .. import btf
 
     kernel = btf.load_kernel_spec()
+    vt: Any = None
     try:
         vt = kernel.type_by_id(_map_value_type_id(map_fd))
     except Exception:
@@ -162,6 +163,8 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
                                     "(it may live in a module, which is not supported)") from None
     data = vt.member("data")
     kst = btf.underlying(data.type)
+    if not isinstance(kst, btf.Struct):
+        raise NotSupportedError(f"struct_ops {plan.type_name}", detail=f"unexpected kernel value type {vt.name}")
     base = data.offset // 8
     value = bytearray(value_size)
     for m in plan.members:

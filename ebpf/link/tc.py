@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 from ctypes import c_uint32, c_uint64
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 from .. import _libbpf, _syscall
 from ..errors import ClosedError, EBPFError, NotSupportedError
@@ -100,13 +100,15 @@ def attach_tcx(
         else:
             anchor = before if before is not None else after
             flags = BPF_F_BEFORE if before is not None else BPF_F_AFTER
-            if isinstance(anchor, Link):
+            if anchor is None:  # only expected_revision
+                flags, relative = 0, 0
+            elif isinstance(anchor, FDLink):
                 flags |= BPF_F_LINK
-                relative = anchor.fd  # type: ignore[attr-defined]
+                relative = anchor.fd
+            elif isinstance(anchor, Link):
+                raise EBPFError(f"attach_tcx: a {type(anchor).__name__} cannot anchor a tcx link; pass a tcx link or a Program", errno.EINVAL)
             else:
-                relative = program_fd(anchor) if anchor is not None else 0
-                if anchor is None:
-                    flags = 0
+                relative = program_fd(anchor)
             attr = _link_create_tcx(
                 prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags,
                 relative_fd=relative, expected_revision=int(expected_revision),
@@ -395,9 +397,3 @@ def in_netns(ns_fd: int, fn: Callable[[], Any]) -> Any:
         raise failure[0]
     return result[0]
 
-
-def current_netns_fd() -> Optional[int]:
-    try:
-        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None

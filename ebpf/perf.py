@@ -1,0 +1,428 @@
+"""Perf event buffers: read what BPF programs emit with ``bpf_perf_event_output``.
+
+:class:`Reader` opens one ``PERF_COUNT_SW_BPF_OUTPUT`` perf event per CPU,
+maps its ring (one metadata page plus a power of two of data pages) and
+stores the event fds in the ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` at each CPU's
+index, so that ``bpf_perf_event_output(ctx, &map, BPF_F_CURRENT_CPU, ...)``
+reaches it::
+
+    with ebpf.perf.Reader(coll.maps["events"], per_cpu_buffer=64 * 1024) as rd:
+        for record in rd:
+            if record.lost_samples:
+                print("lost", record.lost_samples, "on CPU", record.cpu)
+            else:
+                handle(record.cpu, record.raw_sample)
+
+Records carry the CPU; when a ring was full the kernel drops samples and
+later reports how many, which arrives as a record with ``lost_samples`` set
+and an empty ``raw_sample`` (as in cilium/ebpf); :attr:`Reader.lost_samples`
+keeps the running total.  Records of one CPU come in order; records of
+different CPUs are not ordered with respect to each other.
+
+As with perf itself, ``raw_sample`` is padded by the kernel so that the
+sample plus its 4-byte size is a multiple of 8: it may carry up to 7 bytes
+after what the program wrote (a 16-byte sample reads back as 20 bytes).  A
+``value_type`` decodes the leading bytes and ignores the padding.
+
+Reading, timeouts, ``close()``, ``flush()``, iteration and asyncio behave as
+for :class:`ebpf.ringbuf.Reader` (same thread-safety rules).  The rings are
+walked in Python through the mapping, like the ring buffer reader.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import itertools
+import mmap
+import os
+from typing import Any, Callable, List, Optional
+
+from . import _libbpf, _syscall
+from ._epoll import EventReader, Poller, close_all
+from .errors import ClosedError, EBPFError, InvalidObjectError
+from .ringbuf import _Decoders, value_codec
+from .types import MapType
+
+__all__ = ["Reader", "Record"]
+
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_BPF_OUTPUT = 10
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_RECORD_LOST = 2
+PERF_RECORD_SAMPLE = 9
+_ATTR_WATERMARK = 1 << 14  # perf_event_attr.watermark (bit 14 of the flag word)
+
+# struct perf_event_mmap_page: where the ring's positions live.
+_DATA_HEAD = 1024
+_DATA_TAIL = 1032
+_DATA_OFFSET = 1040
+_DATA_SIZE = 1048
+
+_ENODEV = 19
+
+import struct  # noqa: E402  (kept next to the formats it builds)
+
+_HEADER = struct.Struct("=IHH")  # perf_event_header: type, misc, size
+_LOST = struct.Struct("=8xQQ")  # header, id, lost
+_SAMPLE_HEAD = struct.Struct("=I2xHI")  # type, size, raw size
+_MAX_RUN = 1024
+
+
+class _PerfEventAttr(ctypes.Structure):
+    """``struct perf_event_attr`` up to PERF_ATTR_SIZE_VER0 (all we set)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup", ctypes.c_uint32),  # wakeup_events, or wakeup_watermark with the watermark bit
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),
+        ("config2", ctypes.c_uint64),
+    ]
+
+
+class Record:
+    """One record of a perf buffer.
+
+    ``cpu`` is the CPU whose ring it came from.  A sample has
+    ``raw_sample`` (padded, see the module docstring), ``value`` when the
+    reader decodes, and ``lost_samples == 0``; a loss report has
+    ``lost_samples > 0`` and ``raw_sample == b""``.  ``remaining`` is how
+    many bytes were left in that CPU's ring after this record.
+    """
+
+    __slots__ = ("cpu", "raw_sample", "lost_samples", "remaining", "value")
+
+    def __init__(self, cpu: int, raw_sample: bytes, lost_samples: int = 0, remaining: int = 0, value: Any = None) -> None:
+        self.cpu = cpu
+        self.raw_sample = raw_sample
+        self.lost_samples = lost_samples
+        self.remaining = remaining
+        self.value = value
+
+    def __eq__(self, other: Any) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return (self.cpu, self.raw_sample, self.lost_samples, self.remaining, self.value) == (
+            other.cpu, other.raw_sample, other.lost_samples, other.remaining, other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self.lost_samples:
+            return f"Record(cpu={self.cpu}, lost_samples={self.lost_samples})"
+        v = "" if self.value is None else f", value={self.value!r}"
+        return f"Record(cpu={self.cpu}, raw_sample={self.raw_sample!r}, remaining={self.remaining}{v})"
+
+
+@functools.lru_cache(maxsize=512)
+def _uniform(size: int, count: int) -> struct.Struct:
+    """``count`` consecutive samples of one record ``size``: yields
+    (type, size, raw_size, sample) per record."""
+    return struct.Struct("=" + f"I2xHI{size - 12}s" * count)
+
+
+def ring_bytes(per_cpu_buffer: int) -> int:
+    """Data bytes of a per-CPU ring for ``per_cpu_buffer`` (rounded up to a
+    power of two number of pages, as perf requires)."""
+    page = mmap.PAGESIZE
+    pages = max(1, -(-per_cpu_buffer // page))
+    return (1 << (pages - 1).bit_length()) * page
+
+
+class _CPURing:
+    """One CPU's perf event and its mapped ring."""
+
+    def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[_Decoders]) -> None:
+        attr = _PerfEventAttr(
+            type=PERF_TYPE_SOFTWARE,
+            size=ctypes.sizeof(_PerfEventAttr),
+            config=PERF_COUNT_SW_BPF_OUTPUT,
+            sample_period=1,
+            sample_type=PERF_SAMPLE_RAW,
+        )
+        if watermark:
+            attr.flags = _ATTR_WATERMARK
+            attr.wakeup = watermark
+        else:
+            attr.wakeup = wakeup_events or 1
+        self.cpu = cpu
+        self.decoders = decoders
+        self.fd = _syscall.perf_event_open(attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC, what=f"perf_event_open(BPF_OUTPUT, cpu {cpu})")
+        try:
+            self._mm = mmap.mmap(self.fd, mmap.PAGESIZE + data_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            os.close(self.fd)
+            raise _libbpf.errno_error(exc.errno or 22, f"mmap of the perf ring of CPU {cpu}") from None
+        self._mv = memoryview(self._mm)
+        self._q = self._mv.cast("Q")
+        meta = self._q
+        self.offset = meta[_DATA_OFFSET // 8] or mmap.PAGESIZE
+        self.size = meta[_DATA_SIZE // 8] or data_size
+        self.mask = self.size - 1
+        self.tail = meta[_DATA_TAIL // 8]
+
+    def available(self) -> int:
+        return self._q[_DATA_HEAD // 8] - self.tail
+
+    def drain(self, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
+        tail = self.tail
+        head = self._q[_DATA_HEAD // 8]
+        if tail >= head:
+            return 0
+        # Parse a bounded window (a record is under 64 KiB), so a call that
+        # wants few records does not touch a whole large ring.
+        window = min(head - tail, max(1 << 17, limit * 64))
+        start = self.offset + (tail & self.mask)
+        stop = start + window
+        end_of_ring = self.offset + self.size
+        if stop <= end_of_ring:
+            buf: Any = self._mv[start:stop]
+        else:
+            # The window wraps (perf maps the ring once, unlike BPF ring
+            # buffers): parse a contiguous copy.
+            buf = self._mm[start:end_of_ring] + self._mm[self.offset : self.offset + (stop - end_of_ring)]
+        try:
+            return self._parse(buf, tail, out, limit, raw, lost)
+        finally:
+            if type(buf) is memoryview:
+                buf.release()
+
+    def _parse(self, buf: Any, tail: int, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
+        avail = len(buf)
+        cpu, dec = self.cpu, self.decoders
+        rep = itertools.repeat
+        head_of = _HEADER.unpack_from
+        singles: List[Any] = []
+        pos = 0
+        n = 0
+        while pos + 8 <= avail and n < limit:
+            rtype, _misc, size = head_of(buf, pos)
+            if size < 8 or pos + size > avail:
+                break  # cannot happen with a sane kernel: stop rather than misparse
+            if rtype == PERF_RECORD_SAMPLE:
+                run = min((avail - pos) // size, limit - n, _MAX_RUN)
+                if run >= 4 and head_of(buf, pos + size) == (rtype, _misc, size):
+                    run = 1 << (run.bit_length() - 1)
+                    t = _uniform(size, run).unpack_from(buf, pos)
+                    if t[0::4].count(PERF_RECORD_SAMPLE) != run or t[1::4].count(size) != run:
+                        run = _first_other(t, size)
+                    samples = t[3 : 4 * run : 4]
+                    if singles:
+                        out.append([r.raw_sample for r in singles] if raw else singles)
+                        singles = []
+                    if raw:
+                        out.append(samples)
+                    else:
+                        left = avail - pos
+                        remaining = range(left - size, left - size * (run + 1), -size)
+                        values = dec.many(size - 12, samples) if dec is not None else rep(None)
+                        out.append(map(Record, rep(cpu), samples, rep(0), remaining, values))
+                    pos += run * size
+                    n += run
+                    continue
+                raw_size = _SAMPLE_HEAD.unpack_from(buf, pos)[2]
+                sample = bytes(buf[pos + 12 : pos + 12 + raw_size])
+                pos += size
+                value = dec.one(sample) if dec is not None and not raw else None
+                singles.append(Record(cpu, sample, 0, avail - pos, value))
+                n += 1
+            elif rtype == PERF_RECORD_LOST:
+                count = _LOST.unpack_from(buf, pos)[1]
+                pos += size
+                lost[0] += count
+                if not raw:  # read_samples() returns samples only; the total still counts
+                    singles.append(Record(cpu, b"", count, avail - pos))
+                    n += 1
+            else:
+                pos += size  # other record kinds carry nothing for us
+        if singles:
+            out.append([r.raw_sample for r in singles] if raw else singles)
+        if pos:
+            self.tail = tail + pos
+            self._q[_DATA_TAIL // 8] = self.tail  # aligned 8-byte store: release on x86-64
+        return n
+
+    def close(self, _close: Callable[[int], None] = os.close) -> None:
+        self._q.release()
+        self._mv.release()
+        self._mm.close()
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            _close(fd)
+
+
+def _first_other(t: tuple, size: int) -> int:
+    for i in range(0, len(t), 4):
+        if t[i] != PERF_RECORD_SAMPLE or t[i + 1] != size:
+            return i // 4
+    return len(t) // 4
+
+
+class Reader(EventReader):
+    """Reads a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY``: one ring per CPU.
+
+    ``per_cpu_buffer`` is the size of each CPU's ring in bytes, rounded up
+    to a power of two number of pages.  ``watermark`` (bytes) or
+    ``wakeup_events`` (samples) say how much a ring must hold before a
+    waiting read is woken; the default wakes on every sample.  ``flush()``
+    returns what is there regardless.  ``value_type`` decodes samples as in
+    :class:`ebpf.ringbuf.Reader`.
+
+    The reader keeps its own reference to the map, removes its event fds
+    from the map when closed, and must be closed (``close()``, ``with``, or
+    at the latest when garbage collected).  CPUs that are offline are
+    skipped.  :meth:`pause` and :meth:`resume` take the fds out of the map
+    and put them back (programs' outputs fail with ENOENT meanwhile).
+    """
+
+    _kind = "perf reader"
+
+    def __init__(
+        self,
+        map: Any,
+        per_cpu_buffer: int,
+        *,
+        watermark: int = 0,
+        wakeup_events: int = 0,
+        value_type: Any = None,
+    ) -> None:
+        self._init_state()
+        self._rings: List[_CPURing] = []
+        self._map_fd = -1
+        from .maps import Map
+
+        if not isinstance(map, Map):
+            raise TypeError(f"perf.Reader needs an ebpf.Map, not {type(map).__name__}")
+        if map.closed:
+            raise ClosedError("map")
+        if map.type != MapType.PERF_EVENT_ARRAY:
+            t = map.type.name if isinstance(map.type, MapType) else map.type
+            hint = " (ring buffers are read with ebpf.ringbuf.Reader)" if map.type == MapType.RINGBUF else ""
+            raise InvalidObjectError(f"perf.Reader: map {map.name!r} is a {t} map, not PERF_EVENT_ARRAY{hint}")
+        if not isinstance(per_cpu_buffer, int) or per_cpu_buffer < 1:
+            raise ValueError(f"per_cpu_buffer must be a positive number of bytes, not {per_cpu_buffer!r}")
+        if watermark and wakeup_events:
+            raise ValueError("give watermark or wakeup_events, not both")
+        if watermark < 0 or wakeup_events < 0:
+            raise ValueError("watermark and wakeup_events cannot be negative")
+        data_size = ring_bytes(per_cpu_buffer)
+        if watermark >= data_size:
+            raise ValueError(f"watermark ({watermark}) must be smaller than the per-CPU buffer ({data_size} bytes)")
+        codec = value_codec(value_type)
+        decoders = _Decoders(codec) if codec is not None else None
+        self._map = map
+        self.per_cpu_buffer = data_size
+        self._lost = [0]
+        self._fd_cpu: dict = {}
+        self._next = 0
+        self._poller = Poller()
+        try:
+            # Closing the last fd of the array's file removes our entries:
+            # keep one of our own.
+            self._map_fd = os.dup(map.fd)
+            ncpus = min(int(map.max_entries), _libbpf.num_possible_cpus())
+            for cpu in range(ncpus):
+                try:
+                    ring = _CPURing(cpu, data_size, watermark, wakeup_events, decoders)
+                except EBPFError as exc:
+                    if exc.errno == _ENODEV:
+                        continue  # offline CPU
+                    raise
+                self._rings.append(ring)
+                self._poller.add(ring.fd)
+                self._fd_cpu[ring.fd] = cpu
+            if not self._rings:
+                raise EBPFError(f"perf.Reader: no CPU ring could be opened for map {map.name!r}")
+            self.resume()
+        except BaseException:
+            self._closed = True
+            self._free_once()
+            raise
+
+    @property
+    def map(self) -> Any:
+        return self._map
+
+    @property
+    def cpus(self) -> List[int]:
+        """The CPUs with a ring (offline CPUs have none)."""
+        return [r.cpu for r in self._rings]
+
+    @property
+    def lost_samples(self) -> int:
+        """Samples the kernel reported lost so far (all CPUs)."""
+        return self._lost[0]
+
+    def available_bytes(self) -> int:
+        """Bytes written to the rings and not consumed yet."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError(self._kind)
+            return sum(r.available() for r in self._rings)
+
+    def _set_entries(self, install: bool) -> None:
+        with self._lock:
+            if self._closed:
+                raise ClosedError(self._kind)
+            update, delete = _libbpf.lib.bpf_map_update_elem, _libbpf.lib.bpf_map_delete_elem
+            for r in self._rings:
+                key = r.cpu.to_bytes(4, "little" if _LITTLE else "big")
+                if install:
+                    ret = update(self._map_fd, key, r.fd.to_bytes(4, "little" if _LITTLE else "big"), 0)
+                    if ret < 0:
+                        raise _libbpf.errno_error(-ret, f"perf.Reader: storing the event fd of CPU {r.cpu} in map {self._map.name}")
+                else:
+                    ret = delete(self._map_fd, key)
+                    if ret < 0 and ret != -2:
+                        raise _libbpf.errno_error(-ret, f"perf.Reader: removing the event fd of CPU {r.cpu} from map {self._map.name}")
+
+    def pause(self) -> None:
+        """Stop accepting samples: the event fds leave the map."""
+        self._set_entries(False)
+
+    def resume(self) -> None:
+        """Accept samples again (the reader starts resumed)."""
+        self._set_entries(True)
+
+    def _drain(self, out: List[Any], limit: int, raw: bool) -> int:
+        rings = self._rings
+        k = len(rings)
+        start = self._next
+        self._next = (start + 1) % k
+        n = 0
+        for i in range(k):
+            n += rings[(start + i) % k].drain(out, limit - n, raw, self._lost)
+            if n >= limit:
+                break
+        return n
+
+    def _free(self, _close: Callable[[int], None] = os.close) -> None:
+        rings, self._rings = self._rings, []
+        fd, self._map_fd = self._map_fd, -1
+        closers: List[Callable[[], Any]] = []
+        if fd >= 0:
+            delete = _libbpf.lib.bpf_map_delete_elem
+            order = "little" if _LITTLE else "big"
+            # Programs must not keep writing into rings nobody reads.
+            closers.extend(functools.partial(delete, fd, r.cpu.to_bytes(4, order)) for r in rings)
+        closers.extend(r.close for r in rings)
+        if self._poller is not None:
+            closers.append(self._poller.close)
+        if fd >= 0:
+            closers.append(functools.partial(_close, fd))
+        close_all(closers)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._rings)} CPUs x {self.per_cpu_buffer} bytes"
+        return f"<perf.Reader {self._map.name!r} {state}>"
+
+
+_LITTLE = __import__("sys").byteorder == "little"

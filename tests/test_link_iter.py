@@ -148,6 +148,10 @@ def test_iterator_pinned(coll, pin_dir: Path):
             again = link.load_pinned_link(pin_dir / "tasks")
             with again:
                 assert again.info().id == it.info().id
+                assert isinstance(again, link.Iter)
+                assert os.getpid() in tgids(again.read())
+            with link.link_from_id(it.info().id) as by_id:
+                assert isinstance(by_id, link.Iter)
         finally:
             it.unpin()
     assert not (pin_dir / "tasks").exists()

@@ -157,6 +157,20 @@ def test_tracepoint_link_pinned_outlives_object(coll, pin_dir: Path):
     assert count(coll, TP_A) == 2
 
 
+def test_load_pinned_link_refuses_other_objects(coll, pin_dir: Path):
+    coll.maps["counts"].pin(pin_dir / "map")
+    coll.programs["tp_getppid"].pin(pin_dir / "prog")
+    fds = open_fds()
+    for name in ("map", "prog"):
+        with pytest.raises(ebpf.EBPFError, match="not a pinned link"):
+            link.load_pinned_link(pin_dir / name)
+    with pytest.raises(ebpf.PinError):
+        link.load_pinned_link(pin_dir / "nothing")
+    with pytest.raises(KeyNotExistError):
+        link.link_from_id(0x7FFFFFF0)
+    assert open_fds() == fds
+
+
 def test_perf_event_link_cannot_update(coll):
     with link.attach_tracepoint("syscalls", "sys_enter_getppid", coll.programs["tp_getppid"]) as lk:
         with pytest.raises(NotSupportedError):

@@ -281,23 +281,57 @@ class FDLink(FDOwner, Link):
         return f"<{type(self).__name__} fd={self._fd} {self._description}>".replace(" >", ">")
 
 
-def load_pinned_link(path: "os.PathLike[str] | str") -> FDLink:
-    """Open a link pinned at ``path``; closing it does not remove the pin."""
-    fd = open_pinned(path)
+def _is_link_fd(fd: int) -> bool:
+    """Whether ``fd`` is a bpf_link (the info call alone would also answer
+    for a map or program, with their fields read as a link's)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-link"
+    except OSError:
+        return True  # no procfs: let the info call decide
+
+
+def _wrap_link(fd: int, description: str) -> FDLink:
+    """The FDLink subclass for the link behind ``fd`` (an Iter for iterators)."""
     try:
         t = link_info(fd).type
-    except EBPFError:
+    except BaseException:
         os.close(fd)
+        raise
+    if t == LinkType.ITER:
+        from .iter import Iter
+
+        return Iter(fd, f"{description} iterator")
+    return FDLink(fd, f"{description} {getattr(t, 'name', t)}")
+
+
+def load_pinned_link(path: "os.PathLike[str] | str") -> FDLink:
+    """Open a link pinned at ``path``; closing it does not remove the pin.
+
+    A pinned iterator comes back as an :class:`~ebpf.link.Iter` (readable).
+    """
+    fd = open_pinned(path)
+    if not _is_link_fd(fd):
+        os.close(fd)
+        raise EBPFError(f"{os.fspath(path)} is not a pinned link", 22)
+    try:
+        link = _wrap_link(fd, "pinned")
+    except EBPFError:
         raise EBPFError(f"{os.fspath(path)} is not a pinned link", 22) from None
-    link = FDLink(fd, f"pinned {getattr(t, 'name', t)}")
     link._pinned_path = os.fspath(path)
     return link
 
 
 def link_from_id(link_id: int) -> FDLink:
     """Open an existing link by its kernel id (needs CAP_SYS_ADMIN)."""
-    fd = int(_libbpf.lib.bpf_link_get_fd_by_id(link_id))
-    return FDLink(fd, f"id {link_id}")
+    try:
+        fd = int(_libbpf.lib.bpf_link_get_fd_by_id(link_id))
+    except EBPFError as exc:
+        if exc.errno == 2:
+            from ..errors import KeyNotExistError
+
+            raise KeyNotExistError(f"no link with id {link_id}") from None
+        raise
+    return _wrap_link(fd, f"id {link_id}")
 
 
 def raise_if_closed(obj: Any, what: str) -> None:

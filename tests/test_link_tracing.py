@@ -23,7 +23,7 @@ from ebpf.link import LinkType
 from ebpf.link._link import PerfEventType
 from ebpf.link import perf_event as pe
 
-from conftest import fixture_path
+from conftest import fixture_path, skip_or_fail
 
 pytestmark = pytest.mark.kernel
 
@@ -282,6 +282,18 @@ def test_raw_tracepoint(coll, pin_dir: Path):
     assert count(coll, RAW) == 7
 
 
+def test_raw_tracepoint_cookie(coll):
+    try:
+        lk = link.attach_raw_tracepoint("sys_enter", coll.programs["raw_sys_enter"], cookie=0x1234)
+    except NotSupportedError as exc:
+        assert exc.min_kernel == "6.10"
+        skip_or_fail(str(exc))
+    with lk:
+        getppid(1)
+        assert count(coll, RAW) == 1
+        assert lk.info().extra["cookie"] == 0x1234
+
+
 def test_raw_tracepoint_standalone_and_missing():
     spec = spec_()
     maps = {name: ebpf.Map(spec.maps[name]) for name in ("config", "counts")}
@@ -311,6 +323,7 @@ def test_tp_btf(coll):
         assert count(coll, BTF_COOKIE) == 99
         info = lk.info()
         assert info.type == LinkType.RAW_TRACEPOINT
+        assert info.extra["cookie"] == 99
         assert info.extra["tp_name"] == "sys_enter"
         assert info.program_id == prog.info().id
     getppid(5)

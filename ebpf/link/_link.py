@@ -106,7 +106,8 @@ def link_info(fd: int) -> LinkInfo:
     t = _enum(LinkType, i.type)
     extra: Dict[str, Any] = {}
     if t == LinkType.RAW_TRACEPOINT:
-        extra["tp_name"] = _read_str(fd, i, 0, 2)
+        # tp_name, tp_name_len, then the cookie (reported since 6.10; else 0)
+        extra.update(tp_name=_read_str(fd, i, 0, 2), cookie=q[2])
     elif t == LinkType.TRACING:
         extra.update(attach_type=_enum(AttachType, w[0]), target_obj_id=w[1], target_btf_id=w[2])
     elif t == LinkType.CGROUP:

@@ -328,7 +328,8 @@ class Reader(EventReader):
             # Closing the last fd of the array's file removes our entries:
             # keep one of our own.
             self._map_fd = os.dup(map.fd)
-            ncpus = min(int(map.max_entries), _libbpf.num_possible_cpus())
+            # The kernel's size: a spec may say 0 ("one slot per CPU").
+            ncpus = min(map.info().max_entries, _libbpf.num_possible_cpus())
             for cpu in range(ncpus):
                 try:
                     ring = _CPURing(cpu, data_size, watermark, wakeup_events, decoders)

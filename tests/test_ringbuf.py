@@ -356,6 +356,7 @@ def test_available_bytes(fx):
 
 def test_resources_released(fx):
     fx.produce(0)  # the first variable access opens what the collection caches
+    gc.collect()
     before = open_fds()
     for _ in range(5):
         with ringbuf.Reader(fx.maps["events"], fx.maps["events2"]) as rd:

@@ -256,6 +256,9 @@ def test_tcx_anchors_order_programs(netns, coll):
                 behind = (counts[TC], counts[TC_ALT])
             with pytest.raises(EBPFError, match="anchor"):
                 L.attach_tcx("lo", alt, "egress", before=coll.programs["tc_count_alt"])
+            with pytest.raises(EBPFError, match="changed since revision") as e:
+                L.attach_tcx("lo", alt, "egress", expected_revision=1 << 40)
+            assert e.value.errno == errno.ESTALE
         return ahead, behind
 
     ahead, behind = netns.run(run)

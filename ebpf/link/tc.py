@@ -91,24 +91,23 @@ def attach_tcx(
             raise EBPFError(f"attach_tcx: attach type must be TCX_INGRESS or TCX_EGRESS, not {at.name}", errno.EINVAL)
     if before is not None and after is not None:
         raise EBPFError("attach_tcx: give before= or after=, not both", errno.EINVAL)
+    anchor = before if before is not None else after
+    flags, relative = 0, 0
+    if isinstance(anchor, FDLink):
+        flags, relative = BPF_F_LINK, anchor.fd
+    elif isinstance(anchor, Link):
+        raise EBPFError(f"attach_tcx: a {type(anchor).__name__} cannot anchor a tcx link; pass a tcx link or a Program", errno.EINVAL)
+    elif anchor is not None:
+        relative = program_fd(anchor)
+    if anchor is not None:
+        flags |= BPF_F_BEFORE if before is not None else BPF_F_AFTER
     ifindex = resolve_ifindex(ifname_or_index, "attach_tcx")
     ifname = interface_name(ifindex)
     where = f"tcx {ifname} {at.name[4:].lower()}"
     try:
-        if before is None and after is None and not expected_revision:
+        if anchor is None and not expected_revision:
             fd = _libbpf.lib.bpf_link_create(prog_fd, ifindex, int(at), None)
         else:
-            anchor = before if before is not None else after
-            flags = BPF_F_BEFORE if before is not None else BPF_F_AFTER
-            if anchor is None:  # only expected_revision
-                flags, relative = 0, 0
-            elif isinstance(anchor, FDLink):
-                flags |= BPF_F_LINK
-                relative = anchor.fd
-            elif isinstance(anchor, Link):
-                raise EBPFError(f"attach_tcx: a {type(anchor).__name__} cannot anchor a tcx link; pass a tcx link or a Program", errno.EINVAL)
-            else:
-                relative = program_fd(anchor)
             attr = _link_create_tcx(
                 prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags,
                 relative_fd=relative, expected_revision=int(expected_revision),
@@ -153,7 +152,7 @@ def attach_tc(
     returns a ``TC_ACT_*`` verdict (``TC_ACT_OK`` 0, ``TC_ACT_SHOT`` 2).
     """
     prog_fd = program_fd(prog)
-    check_program_type(prog, (ProgramType.SCHED_CLS, ProgramType.SCHED_ACT), "attach_tc")
+    check_program_type(prog, (ProgramType.SCHED_CLS,), "attach_tc")
     point = _DIRECTIONS.get(direction)
     if point is None:
         raise EBPFError(f"attach_tc: direction must be 'ingress' or 'egress', not {direction!r}", errno.EINVAL)
@@ -256,7 +255,7 @@ class TCLink(Link):
         if self._ns_fd < 0:
             raise ClosedError(self._kind)
         prog_fd = program_fd(prog)
-        check_program_type(prog, (ProgramType.SCHED_CLS, ProgramType.SCHED_ACT), "TCLink.update")
+        check_program_type(prog, (ProgramType.SCHED_CLS,), "TCLink.update")
 
         def replace() -> int:
             hook, opts = self._hook_opts(prog_fd, BPF_TC_F_REPLACE)

@@ -420,10 +420,13 @@ def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_
         section = lib.bpf_program__section_name(p).decode()
         count = int(lib.bpf_program__insn_cnt(p))
         insns = ctypes.string_at(lib.bpf_program__insns(p), count * 8) if count else b""
+        ptype, atype = int(lib.bpf_program__type(p)), int(lib.bpf_program__expected_attach_type(p))
+        if ptype == ProgramType.UNSPEC:
+            ptype, atype = _NEWER_SECTIONS.get(section, (ptype, atype))
         spec.programs[name] = ProgramSpec(
             name=name,
-            type=lib.bpf_program__type(p),
-            attach_type=lib.bpf_program__expected_attach_type(p),
+            type=ptype,
+            attach_type=atype,
             attach_to=_attach_to(section),
             section_name=section,
             instructions=insns,
@@ -453,6 +456,17 @@ _TARGET_PREFIXES = frozenset(
     tp_btf fentry fexit fmod_ret fentry.s fexit.s fmod_ret.s freplace lsm lsm.s lsm_cgroup
     iter iter.s struct_ops struct_ops.s""".split()
 )
+
+
+# Sections that libbpf learnt after 1.1 (it reads them as UNSPEC): the types
+# newer libbpf releases give them, so a spec is the same whichever is installed.
+_NEWER_SECTIONS = {
+    "netfilter": (ProgramType.NETFILTER, AttachType.NETFILTER),
+    "tcx/ingress": (ProgramType.SCHED_CLS, AttachType.TCX_INGRESS),
+    "tcx/egress": (ProgramType.SCHED_CLS, AttachType.TCX_EGRESS),
+    "netkit/primary": (ProgramType.SCHED_CLS, AttachType.NETKIT_PRIMARY),
+    "netkit/peer": (ProgramType.SCHED_CLS, AttachType.NETKIT_PEER),
+}
 
 
 def _attach_to(section: str) -> str:

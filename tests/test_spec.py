@@ -166,3 +166,25 @@ def test_load_spec_makes_no_bpf_syscall(monkeypatch):
         monkeypatch.setattr(_libbpf.lib, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
     ebpf.load_collection_spec(fixture_path("core.o"))
     assert calls == []
+
+
+def test_sections_newer_than_libbpf_get_their_types(fixture):
+    """libbpf 1.1.2 reads netfilter/tcx sections as UNSPEC; the spec gives
+    them the types newer libbpf does, so they load with this libbpf too."""
+    spec = ebpf.load_collection_spec(fixture("newer_sections.o"))
+    got = {n: (p.type, p.attach_type) for n, p in spec.programs.items()}
+    assert got == {
+        "nf": (ebpf.ProgramType.NETFILTER, ebpf.AttachType.NETFILTER),
+        "tcx_in": (ebpf.ProgramType.SCHED_CLS, ebpf.AttachType.TCX_INGRESS),
+        "tcx_out": (ebpf.ProgramType.SCHED_CLS, ebpf.AttachType.TCX_EGRESS),
+    }
+
+
+@pytest.mark.kernel
+def test_sections_newer_than_libbpf_load(fixture):
+    with ebpf.Collection(ebpf.load_collection_spec(fixture("newer_sections.o"))) as coll:
+        assert {n: p.type for n, p in coll.programs.items()} == {
+            "nf": ebpf.ProgramType.NETFILTER,
+            "tcx_in": ebpf.ProgramType.SCHED_CLS,
+            "tcx_out": ebpf.ProgramType.SCHED_CLS,
+        }

@@ -46,6 +46,13 @@ _LAZY: dict[str, str] = {
     "attach_socket_filter": ".socket_filter",
     "detach_socket_filter": ".socket_filter",
     "attach_struct_ops": ".struct_ops",
+    # flags and link classes a caller may want to name
+    "CgroupFlags": ".cgroup",
+    "ProgAttachCgroup": ".cgroup",
+    "NetfilterFlags": ".netfilter",
+    "TCLink": ".tc",
+    "SocketFilter": ".socket_filter",
+    "StructOpsLink": ".struct_ops",
 }
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import struct
 import subprocess
+import time
 from typing import Iterator, Optional
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 import ebpf
 from ebpf import MapSpec, MapType, ProgramSpec, ProgramType, asm
 from ebpf.asm import R0, R1, R2, R3, R4, R6, R10
-from ebpf.errors import ClosedError, InvalidObjectError, NotSupportedError
+from ebpf.errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError
 from ebpf.link import open_executable
 from ebpf.link.uprobe import ExecutableNotFoundError, ProcessNotFoundError, SymbolNotFoundError
 from ebpf.link.usdt import SPEC_SIZE, ArgType, ProbeNotFoundError, USDTLink, encode_spec, parse_arg
@@ -36,8 +38,32 @@ HIT_UPROBE, HIT_URETPROBE, HIT_USDT_ARGS, HIT_USDT_GUARDED, HIT_USDT_TWICE, HIT_
  V_LIB_ARG, V_ARG0) = range(12)
 
 
+_BIN_DIR: Optional[str] = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_binaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Private copies of the target binaries.
+
+    A uprobe is set on an inode and fires in every process that runs it;
+    with copies, another test run on this machine (running the same fixture
+    at the same time) cannot add to this run's counters.
+    """
+    global _BIN_DIR
+    d = tmp_path_factory.mktemp("uprobe_bins")
+    for name in ("uprobe_target", "uprobe_target_nopie", "libuprobe_target.so"):
+        shutil.copy2(fixture_path(name), d / name)
+    _BIN_DIR = str(d)
+    try:
+        yield
+    finally:
+        _BIN_DIR = None
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def target_bin(name: str = "uprobe_target") -> str:
-    return str(fixture_path(name))
+    assert _BIN_DIR is not None
+    return os.path.join(_BIN_DIR, name)
 
 
 def load_spec() -> ebpf.CollectionSpec:
@@ -597,6 +623,7 @@ def test_usdt_link_cannot_be_pinned(coll, pin_dir):
 def test_uprobe_link_pins(coll, pin_dir):
     exe = open_executable(target_bin())
     link = exe.uprobe("target_value", coll.programs["uprobe_value"])
+    link_id = link.info().id
     try:
         link.pin(pin_dir / "up")
         link.close()  # the pin keeps the probe
@@ -605,8 +632,18 @@ def test_uprobe_link_pins(coll, pin_dir):
     finally:
         link.close()
         os.unlink(pin_dir / "up")
-    run_target()
-    assert hits(coll, HIT_UPROBE) == COUNT
+    # bpffs drops the last reference from an RCU callback and the link is
+    # released by a workqueue a little later (its id is unreachable before
+    # that): run the target until a run is no longer counted, with a deadline.
+    deadline = time.monotonic() + 60
+    while True:
+        seen = hits(coll, HIT_UPROBE)
+        run_target(count=1)
+        if hits(coll, HIT_UPROBE) == seen:
+            break
+        assert time.monotonic() < deadline, "the unpinned uprobe still fires after 60 s"
+    with pytest.raises(EBPFError):
+        ebpf.link.link_from_id(link_id)
 
 
 @pytest.mark.kernel

@@ -16,6 +16,7 @@ Map loads get the same treatment: a ``reference`` to the map's key, with
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
@@ -59,7 +60,13 @@ class _Object:
             self.by_section.setdefault(sec.name, []).append(f)
         for name, sec in self.sections.items():
             self.relocs[name] = {r.offset: r for r in elf.relocations(sec)}
-        self.decoded: Dict[Tuple[str, int], Instructions] = {}
+        self.core = _core_relo_offsets(elf)
+        # Loads of extern symbols (__kconfig, __ksym, kfuncs) are resolved by
+        # libbpf against the running kernel, like CO-RE relocations.
+        for name, relocs in self.relocs.items():
+            ext = [at for at, r in relocs.items() if r.symbol.shndx == 0 and r.symbol.name]
+            if ext:
+                self.core.setdefault(name, []).extend(ext)
 
     def func_at(self, section: str, offset: int) -> Optional[_Func]:
         return self.funcs.get((section, offset))
@@ -97,6 +104,13 @@ class _Object:
                 continue
             if r is None:
                 continue
+            if r.symbol.shndx == 0:
+                # An extern: libbpf resolves it at load.  A __kconfig one
+                # lives in the .kconfig map, which the program then needs.
+                v = self.spec.variables.get(r.symbol.name)
+                if v is not None and v.section in self.spec.maps:
+                    insns[i] = ins.replace(src=Pseudo.MAP_VALUE, constant=v.offset << 32, reference=v.section)
+                continue
             if target_sec in self.sections:
                 # The address of a BPF function (bpf_loop callbacks and such):
                 # the constant is a byte offset from the symbol.
@@ -129,6 +143,40 @@ class _Object:
         return insns, called
 
 
+def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
+    """Section name -> byte offsets of instructions with CO-RE relocations
+    (from ``.BTF.ext``); empty when there are none or it cannot be read."""
+    ext, btf = elf.section_by_name(".BTF.ext"), elf.section_by_name(".BTF")
+    if ext is None or btf is None:
+        return {}
+    try:
+        from .btf.parse import RawBTF
+
+        strings = RawBTF(btf.data)
+        data = ext.data
+        e = "<" if elf.byteorder == "little" else ">"
+        hdr_len = struct.unpack_from(e + "I", data, 4)[0]
+        if hdr_len < 32:
+            return {}
+        off, length = struct.unpack_from(e + "II", data, 24)
+        pos, end = hdr_len + off, hdr_len + off + length
+        if length < 4:
+            return {}
+        rec_size = struct.unpack_from(e + "I", data, pos)[0]
+        pos += 4
+        out: Dict[str, List[int]] = {}
+        while pos + 8 <= end and rec_size >= 4:
+            name_off, count = struct.unpack_from(e + "II", data, pos)
+            pos += 8
+            name = strings.string(name_off)
+            out.setdefault(name, []).extend(
+                struct.unpack_from(e + "I", data, pos + i * rec_size)[0] for i in range(count))
+            pos += count * rec_size
+        return out
+    except Exception:  # validated before libbpf saw it; be lenient here
+        return {}
+
+
 def link(spec: "CollectionSpec", elf: "ElfFile") -> None:
     """Decode every program of ``spec`` (read from ``elf``) into linked
     ``asm.Instructions``; records the as-read encoding for change detection."""
@@ -159,6 +207,13 @@ def link(spec: "CollectionSpec", elf: "ElfFile") -> None:
             insns, encoded = Instructions.decode(raw, obj.order), raw
         prog.instructions = insns
         prog._elf_insns = encoded
+        # CO-RE and externs are libbpf's job: a program that needs them loads
+        # through the object it came from even when loaded alone (see
+        # programs.Program).
+        spans = {(prog.section_name, start, me.size if me is not None else len(raw))}
+        spans.update((sec, lo, obj.funcs[(sec, lo)].size) for sec, lo in seen if (sec, lo) in obj.funcs)
+        prog._collection = spec if any(
+            lo <= at < lo + size for sec, lo, size in spans for at in obj.core.get(sec, ())) else None
 
 
 __all__ = ["link"]

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _libbpf
 from ._fd import check_pin_path
-from .errors import ClosedError, EBPFError, InvalidObjectError, PermissionDeniedError
+from .errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
 from .info import map_info
 from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
 from .programs import (
@@ -214,8 +214,11 @@ class _Loader:
             if key not in elf_maps and self.wanted_map(key) and key not in self.coll.maps:
                 self.coll.maps[key] = self._standalone_map(key, ms)
         for name in separate:
+            # Our own loader: this collection already is the object (CO-RE
+            # is lost for a program edited beyond what libbpf can relocate).
             self.coll.programs[name] = Program(
-                spec.programs[name], maps=self.coll.maps, log_level=self.log_level, log_size=self.log_size
+                spec.programs[name], maps=self.coll.maps, log_level=self.log_level, log_size=self.log_size,
+                _via_object=False,
             )
         self._fill_contents()
         self._bind_variables()
@@ -341,9 +344,13 @@ class _Loader:
             image = bytes(ms.contents[0][1])
             if len(image) != ms.value_size:
                 raise InvalidObjectError(f"map {key}: contents are {len(image)} bytes, value_size is {ms.value_size}")
-            ibuf = ctypes.create_string_buffer(image, len(image))
-            keep.append(ibuf)
-            lib.bpf_map__set_initial_value(m, ibuf, len(image))
+            if image != _initial_value(lib, m):
+                if key == ".kconfig":
+                    # libbpf computes these from the running kernel at load.
+                    raise NotSupportedError(".kconfig values set in the spec", detail="libbpf fills them in at load time")
+                ibuf = ctypes.create_string_buffer(image, len(image))
+                keep.append(ibuf)
+                lib.bpf_map__set_initial_value(m, ibuf, len(image))
         if ms.type in MAP_IN_MAP_TYPES and ms.inner_map is not None and ms.inner_map != current.inner_map:
             inner = Map(_without_contents(ms.inner_map))
             fd = inner.detach_fd()
@@ -517,6 +524,12 @@ class _Loader:
             m = self.coll.maps.get(vs.section)
             if m is not None:
                 self.coll.variables[name] = Variable(name, m, vs.offset, vs.size, vs.type)
+
+
+def _initial_value(lib: Any, m: Any) -> bytes:
+    size = ctypes.c_size_t(0)
+    ptr = lib.bpf_map__initial_value(m, ctypes.byref(size))
+    return ctypes.string_at(ptr, size.value) if ptr else b""
 
 
 def _libbpf_view(ps: ProgramSpec) -> Optional[bytes]:

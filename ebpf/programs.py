@@ -84,8 +84,18 @@ class Program(FDOwner):
         maps: Optional[Mapping[str, Any]] = None,
         log_level: int = 0,
         log_size: Optional[int] = None,
+        _via_object: bool = True,
     ) -> None:
-        fd, log = _load(spec, maps or {}, log_level, log_size)
+        if spec._collection is not None and not _via_object:
+            # Loading it ourselves would run it with unrelocated field offsets.
+            raise NotSupportedError(
+                f"program {spec.name}: it has CO-RE relocations and its instructions changed in a way "
+                "libbpf cannot relocate (only in-place edits of the program's own instructions keep them)"
+            )
+        if spec._collection is not None:
+            fd, log = _load_core(spec, maps or {}, log_level, log_size)
+        else:
+            fd, log = _load(spec, maps or {}, log_level, log_size)
         self._setup(fd, spec.name, spec.type, spec.attach_type, log)
         self._spec = spec.copy()
 
@@ -292,6 +302,31 @@ def _load_with_log(spec: ProgramSpec, name: str, buf: Any, attach_btf_id: int, b
     if log.strip():
         raise verifier_error(spec.name, err, log, truncated=full or err == _ENOSPC)
     raise _libbpf.errno_error(err, f"loading program {spec.name}")
+
+
+def _load_core(spec: ProgramSpec, maps: Mapping[str, Any], log_level: int, log_size: Optional[int]) -> Tuple[int, str]:
+    """Load an ELF program that has CO-RE relocations, alone.
+
+    Relocating against the kernel's BTF is libbpf's job, so the program goes
+    through the object it was read from: only this program is loaded, the
+    ``maps`` given replace the object's (they must be compatible), the
+    others are created for it and live as long as the program uses them.
+    """
+    from .collection import Collection
+
+    cs = spec._collection.copy()
+    cs.programs[spec.name] = spec.copy()
+    wanted = set(cs._references.get(spec.name, []))
+    unknown = sorted(set(maps) - set(cs.maps))
+    if unknown:
+        raise KeyError(f"program {spec.name}: maps {unknown} are not in its object")
+    coll = Collection(cs, map_replacements=dict(maps), log_level=log_level, log_size=log_size,
+                      _programs={spec.name}, _maps=wanted | set(maps))
+    try:
+        prog = coll.detach_program(spec.name)
+    finally:
+        coll.close()
+    return prog.detach_fd(), prog.verifier_log
 
 
 def _func_info(spec: ProgramSpec) -> Tuple[int, Any]:

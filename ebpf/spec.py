@@ -99,6 +99,9 @@ class ProgramSpec:
     # The object's BTF: gives a program loaded alone its func_info, which
     # the kernel demands for callbacks (bpf_loop) and global functions.
     _btf: Any = field(default=None, repr=False, compare=False)
+    # The CollectionSpec of a program with CO-RE relocations: loading it
+    # alone goes through libbpf with that object (see programs.Program).
+    _collection: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.type = _enum(ProgramType, self.type)
@@ -244,9 +247,10 @@ class CollectionSpec:
         for name, v in self.variables.items():
             target = maps.get(v.section, v._map)
             variables[name] = VariableSpec(v.name, v.section, v.offset, v.size, v.type, target)
-        return CollectionSpec(
+        programs = {k: p.copy() for k, p in self.programs.items()}
+        copied = CollectionSpec(
             maps=maps,
-            programs={k: p.copy() for k, p in self.programs.items()},
+            programs=programs,
             variables=variables,
             types=self.types,
             byte_order=self.byte_order,
@@ -255,6 +259,10 @@ class CollectionSpec:
             _elf_map_keys=dict(self._elf_map_keys),
             _references={k: list(v) for k, v in self._references.items()},
         )
+        for p in programs.values():
+            if p._collection is self:
+                p._collection = copied
+        return copied
 
     __copy__ = copy
 

@@ -151,3 +151,39 @@ def test_plain_verifier_error_is_not_reported_as_core(tmp_path):
     with pytest.raises(VerifierError) as info:
         ebpf.Program(spec)
     assert "CO-RE" not in str(info.value).splitlines()[0]
+
+
+@pytest.mark.kernel
+def test_core_program_loaded_alone_is_relocated():
+    """``ebpf.Program(spec)`` of a program with CO-RE relocations goes through
+    libbpf too: the map it is given receives the kernel's real tgid."""
+    spec = _spec()
+    assert spec.programs["read_tgid"]._collection is spec
+    bss = ebpf.Map(spec.maps[".bss"])
+    try:
+        with ebpf.Program(spec.programs["read_tgid"], maps={".bss": bss}) as prog:
+            assert prog.run().retval == 0
+        got = bss.lookup(0)
+        assert (got.seen_tgid, got.seen_pid, got.runs) == (os.getpid(), os.getpid(), 1)
+    finally:
+        bss.close()
+
+
+def test_copied_spec_keeps_its_own_object():
+    spec = _spec()
+    copy = spec.copy()
+    assert copy.programs["read_tgid"]._collection is copy
+    assert spec.programs["read_tgid"]._collection is spec
+
+
+@pytest.mark.kernel
+def test_core_program_edited_beyond_relocation_is_refused():
+    """Inserting an instruction shifts the offsets libbpf relocates by: loading
+    it without CO-RE would silently read the wrong fields, so it is refused."""
+    from ebpf import asm
+    from ebpf.errors import NotSupportedError
+
+    spec = _spec()
+    spec.programs["read_tgid"].instructions.insert(0, asm.mov_imm(asm.R0, 0))
+    with pytest.raises(NotSupportedError, match="CO-RE"):
+        ebpf.Collection(spec)

@@ -67,14 +67,7 @@ def target_bin(name: str = "uprobe_target") -> str:
 
 
 def load_spec() -> ebpf.CollectionSpec:
-    spec = ebpf.load_collection_spec(fixture_path("uprobe.o"))
-    # usdt.bpf.h's `LINUX_HAS_BPF_COOKIE __kconfig` extern makes a .kconfig
-    # map; Collection currently hands its (empty) image back to libbpf,
-    # which refuses it (see test_collection_loads_kconfig_extern).  libbpf
-    # fills .kconfig itself when no image is given.
-    if ".kconfig" in spec.maps:
-        spec.maps[".kconfig"].contents = []
-    return spec
+    return ebpf.load_collection_spec(fixture_path("uprobe.o"))
 
 
 @pytest.fixture
@@ -647,7 +640,33 @@ def test_uprobe_link_pins(coll, pin_dir):
 
 
 @pytest.mark.kernel
-@pytest.mark.xfail(strict=True, reason="Collection passes the .kconfig image to bpf_map__set_initial_value, "
-                                       "which libbpf refuses for kconfig maps")
 def test_collection_loads_kconfig_extern():
-    ebpf.Collection(ebpf.load_collection_spec(fixture_path("uprobe.o"))).close()
+    """usdt.bpf.h's ``LINUX_HAS_BPF_COOKIE __kconfig`` makes a .kconfig map
+    whose values libbpf computes at load; the spec's image is left to it."""
+    spec = ebpf.load_collection_spec(fixture_path("uprobe.o"))
+    assert ".kconfig" in spec.maps
+    ebpf.Collection(spec).close()
+    spec.maps[".kconfig"].contents = [(0, b"\x01" * spec.maps[".kconfig"].value_size)]
+    with pytest.raises(ebpf.NotSupportedError, match="kconfig"):
+        ebpf.Collection(spec)
+
+
+@pytest.mark.kernel
+def test_usdt_elf_program_alone():
+    """The ELF USDT program loaded alone: its .kconfig extern and the usdt.bpf.h
+    maps come through libbpf (Program routes it through its object), and the
+    maps the caller passes are the ones it writes."""
+    spec = load_spec()
+    values = ebpf.Map(spec.maps["values"])
+    hit_map = ebpf.Map(spec.maps["hits"])
+    try:
+        with ebpf.Program(spec.programs["usdt_args"], maps={"values": values, "hits": hit_map}) as prog:
+            with open_executable(target_bin()).usdt("uprobe_target", "args", prog, cookie=5):
+                run_target(value=VALUE)
+        assert hit_map.lookup(HIT_USDT_ARGS) == COUNT
+        assert values.lookup(V_USDT_COOKIE) == 5
+        signed = [int.from_bytes(values.lookup(V_ARG0 + i).to_bytes(8, "little"), "little", signed=True) for i in range(6)]
+        assert signed == [VALUE, VALUE * 100000000000, -7, VALUE * 3, VALUE * 1000, -VALUE]
+    finally:
+        values.close()
+        hit_map.close()

@@ -53,6 +53,14 @@ _LAZY: dict[str, str] = {
     "TCLink": ".tc",
     "SocketFilter": ".socket_filter",
     "StructOpsLink": ".struct_ops",
+    "PerfEvent": ".perf_event",
+    "open_cpu_clocks": ".perf_event",
+    "USDTLink": ".usdt",
+    # errors that name what was not found
+    "SymbolNotFoundError": ".uprobe",
+    "ExecutableNotFoundError": ".uprobe",
+    "ProcessNotFoundError": ".uprobe",
+    "ProbeNotFoundError": ".usdt",
 }
 
 

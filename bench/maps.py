@@ -132,6 +132,33 @@ def prepare(arr, hsh, chunk: int, as_bytes: bool) -> dict:
     return jobs
 
 
+def prepare_bare(arr, hsh, chunk: int) -> dict:
+    """The same operations as one bare ctypes call each (bytes in, buffer
+    out, no checks): the least any ctypes binding can cost."""
+    import ctypes
+
+    from ebpf import _libbpf
+
+    keys = [(i % SMALL).to_bytes(4, sys.byteorder) for i in range(chunk)]
+    pairs = [((i % SMALL).to_bytes(4, sys.byteorder), i.to_bytes(8, sys.byteorder)) for i in range(chunk)]
+    look, upd, zero = _libbpf.unchecked("bpf_map_lookup_elem"), _libbpf.unchecked("bpf_map_update_elem"), _libbpf.u64(0)
+    vb_t = ctypes.c_char * 8
+    jobs = {}
+    for kind, m in (("array", arr), ("hash", hsh)):
+        fd = m.fd
+
+        def lookup(k, fd=fd):
+            return look(fd, k, vb_t())
+
+        def update(k, v, fd=fd):
+            return upd(fd, k, v, zero)
+
+        for name, job in ((f"{kind}_lookup", (_ns_lookup, lookup, keys)), (f"{kind}_update", (_ns_update, update, pairs))):
+            jobs[name] = job
+        jobs[f"{kind}_getitem"], jobs[f"{kind}_setitem"] = jobs[f"{kind}_lookup"], jobs[f"{kind}_update"]
+    return jobs
+
+
 def bench_ops(floor: Floor, variants: dict, chunk: int, rounds: int) -> tuple:
     """Best ns/op of ``rounds`` interleaved chunks, for C and every variant."""
     c = {op: float("inf") for op in OPS}
@@ -253,6 +280,7 @@ def main() -> int:
             c_ops, ours_ops = bench_ops(floor, {
                 "btf": prepare(coll.maps["arr"], coll.maps["hsh"], chunk, as_bytes=False),
                 "bytes": prepare(a, h, chunk, as_bytes=True),
+                "bare": prepare_bare(a, h, chunk),
             }, chunk, rounds)
             with plain("b_big", ebpf.MapType.HASH, big) as b:
                 c_iter, ours_iter = bench_iter(floor, {"btf": coll.maps["big"], "bytes": b}, big, iter_rounds)
@@ -263,7 +291,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     c = dict(c_ops)
     c["iter"] = min(c_iter.values())
-    btf_ops, raw_ops = ours_ops["btf"], ours_ops["bytes"]
+    btf_ops, raw_ops, bare_ops = ours_ops["btf"], ours_ops["bytes"], ours_ops["bare"]
     btf_iter, raw_iter = ours_iter["btf"], ours_iter["bytes"]
 
     def ratio(ours, floor, target):
@@ -274,7 +302,8 @@ def main() -> int:
           f" big hash map {big:,} entries, best of {iter_rounds}")
     print(f"libbpf {ebpf._libbpf.version_string()}, Python {sys.version.split()[0]}, kernel {os.uname().release}")
     print()
-    print(f"{'operation (ns/op)':<26}{'C floor':>9}  {'ebpf+BTF (int)':>15} {'ratio':>8}  {'ebpf bytes':>11} {'ratio':>8}")
+    print(f"{'operation (ns/op)':<26}{'C floor':>9}  {'ebpf+BTF (int)':>15} {'ratio':>8}  {'ebpf bytes':>11} {'ratio':>8}"
+          f"  {'bare ctypes':>11} {'ratio':>7}")
     for op in ("array_lookup", "array_update", "hash_lookup", "hash_update"):
         for variant, label in (("", op.replace("_", " ") + "()"), ("_item", None)):
             if variant:
@@ -284,7 +313,9 @@ def main() -> int:
             else:
                 name = op
             print(f"{label:<26}{c[op]:9.0f}  {btf_ops[name]:15.0f} {ratio(btf_ops[name], c[op], TARGET_OP)}"
-                  f"  {raw_ops[name]:11.0f} {ratio(raw_ops[name], c[op], TARGET_OP)}")
+                  f"  {raw_ops[name]:11.0f} {ratio(raw_ops[name], c[op], TARGET_OP)}"
+                  f"  {bare_ops[name]:11.0f} {bare_ops[name] / c[op]:6.2f}x")
+    print("(bare ctypes: one ctypes call per op with bytes ready, no checks; the floor of any ctypes binding)")
     print()
     sizes = ", ".join(f"{k}: {v / 1e6:.0f}" for k, v in c_iter.items())
     print(f"iterate {big:,}-entry hash (ms)   C lookup_batch, best batch size = {c['iter'] / 1e6:.0f} ms  ({sizes})")

@@ -36,7 +36,7 @@ import functools
 import itertools
 import mmap
 import os
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from . import _libbpf, _syscall
 from ._epoll import EventReader, Poller, close_all
@@ -88,8 +88,8 @@ class _PerfEventAttr(ctypes.Structure):
     ]
 
 
-class Record:
-    """One record of a perf buffer.
+class Record(NamedTuple):
+    """One record of a perf buffer (a named tuple).
 
     ``cpu`` is the CPU whose ring it came from.  A sample has
     ``raw_sample`` (padded, see the module docstring), ``value`` when the
@@ -98,28 +98,14 @@ class Record:
     many bytes were left in that CPU's ring after this record.
     """
 
-    __slots__ = ("cpu", "raw_sample", "lost_samples", "remaining", "value")
+    cpu: int
+    raw_sample: bytes
+    lost_samples: int = 0
+    remaining: int = 0
+    value: Any = None
 
-    def __init__(self, cpu: int, raw_sample: bytes, lost_samples: int = 0, remaining: int = 0, value: Any = None) -> None:
-        self.cpu = cpu
-        self.raw_sample = raw_sample
-        self.lost_samples = lost_samples
-        self.remaining = remaining
-        self.value = value
 
-    def __eq__(self, other: Any) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return (self.cpu, self.raw_sample, self.lost_samples, self.remaining, self.value) == (
-            other.cpu, other.raw_sample, other.lost_samples, other.remaining, other.value)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        if self.lost_samples:
-            return f"Record(cpu={self.cpu}, lost_samples={self.lost_samples})"
-        v = "" if self.value is None else f", value={self.value!r}"
-        return f"Record(cpu={self.cpu}, raw_sample={self.raw_sample!r}, remaining={self.remaining}{v})"
+_new = tuple.__new__  # a Record from a tuple of its fields, in C
 
 
 @functools.lru_cache(maxsize=512)
@@ -167,13 +153,12 @@ class _CPURing:
         self.offset = meta[_DATA_OFFSET // 8] or mmap.PAGESIZE
         self.size = meta[_DATA_SIZE // 8] or data_size
         self.mask = self.size - 1
-        self.tail = meta[_DATA_TAIL // 8]
 
     def available(self) -> int:
-        return self._q[_DATA_HEAD // 8] - self.tail
+        return self._q[_DATA_HEAD // 8] - self._q[_DATA_TAIL // 8]
 
     def drain(self, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
-        tail = self.tail
+        tail = self._q[_DATA_TAIL // 8]  # re-read: another reader may have consumed
         head = self._q[_DATA_HEAD // 8]
         if tail >= head:
             return 0
@@ -224,7 +209,7 @@ class _CPURing:
                         left = avail - pos
                         remaining = range(left - size, left - size * (run + 1), -size)
                         values = dec.many(size - 12, samples) if dec is not None else rep(None)
-                        out.append(map(Record, rep(cpu), samples, rep(0), remaining, values))
+                        out.append(map(_new, rep(Record), zip(rep(cpu), samples, rep(0), remaining, values)))
                     pos += run * size
                     n += run
                     continue
@@ -246,8 +231,7 @@ class _CPURing:
         if singles:
             out.append([r.raw_sample for r in singles] if raw else singles)
         if pos:
-            self.tail = tail + pos
-            self._q[_DATA_TAIL // 8] = self.tail  # aligned 8-byte store: release on x86-64
+            self._q[_DATA_TAIL // 8] = tail + pos  # aligned 8-byte store: release on x86-64
         return n
 
     def close(self, _close: Callable[[int], None] = os.close) -> None:

@@ -47,7 +47,7 @@ import select
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
 
 from . import _libbpf
 from ._epoll import EventReader, Poller, close_all
@@ -72,36 +72,26 @@ _STRONG_ORDER = platform.machine() in ("x86_64", "AMD64", "s390x", "i686", "i386
 _MAX_RUN = 1024
 
 
-class Record:
-    """One sample from a ring buffer.
+class Record(NamedTuple):
+    """One sample from a ring buffer (a named tuple).
 
-    ``raw_sample`` is the bytes the program submitted; ``value`` is those
-    bytes decoded as the reader's BTF ``value_type`` (None without one, or
-    when the sample is shorter than the type); ``remaining`` is how many
-    bytes were left in the ring after this record (as cilium's
-    ``Record.Remaining``; 0 with the libbpf backend); ``ring`` is the index
-    of the map in the reader's :attr:`Reader.maps` the sample came from.
+    ``raw_sample`` is the bytes the program submitted; ``remaining`` is how
+    many bytes were left in the ring after this record (cilium's
+    ``Record.Remaining``; 0 with the libbpf backend); ``value`` is the
+    sample decoded as the reader's BTF ``value_type`` (None without one, or
+    when the sample is shorter than the type); ``ring`` is the index of the
+    map in the reader's :attr:`Reader.maps` the sample came from.
     """
 
-    __slots__ = ("raw_sample", "remaining", "value", "ring")
+    raw_sample: bytes
+    remaining: int = 0
+    value: Any = None
+    ring: int = 0
 
-    def __init__(self, raw_sample: bytes, remaining: int = 0, value: Any = None, ring: int = 0) -> None:
-        self.raw_sample = raw_sample
-        self.remaining = remaining
-        self.value = value
-        self.ring = ring
 
-    def __eq__(self, other: Any) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return (self.raw_sample, self.remaining, self.value, self.ring) == (
-            other.raw_sample, other.remaining, other.value, other.ring)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        v = "" if self.value is None else f", value={self.value!r}"
-        return f"Record(raw_sample={self.raw_sample!r}, remaining={self.remaining}{v}, ring={self.ring})"
+# Builds a Record from a (raw_sample, remaining, value, ring) tuple in C:
+# no Python frame per record (see bench/ringbuf.py).
+_new = tuple.__new__
 
 
 @functools.lru_cache(maxsize=512)
@@ -216,16 +206,17 @@ class _MmapRing:
         self.cons_q = memoryview(self._cons_mm).cast("Q")
         self.data = memoryview(self._data_mm)
         self.prod_q = self.data.cast("Q")  # [0]: producer position
-        self.cons = self.cons_q[0]
 
     def available(self) -> int:
-        return self.prod_q[0] - self.cons
+        return self.prod_q[0] - self.cons_q[0]
 
     def drain(self, out: List[Any], limit: int, raw: bool) -> int:
         """Append chunks of up to ``limit`` records to ``out`` (see
         EventReader._drain); return how many records."""
-        cons = self.cons
-        # Re-read on every call: the producer moves on while we parse.
+        # Both positions are re-read on every call: the producer moves on
+        # while we parse, and another reader of the same map (one after the
+        # other, say) may have consumed since.
+        cons = self.cons_q[0]
         prod = self.prod_q[0]
         if cons >= prod:
             return 0
@@ -268,7 +259,7 @@ class _MmapRing:
                     # Lazy: records are built when the caller takes them.
                     remaining = range(prod - cons - stride, prod - end - stride, -stride)
                     values = dec.many(length, samples) if dec is not None else rep(None)
-                    out.append(map(Record, samples, remaining, values, rep(ring)))
+                    out.append(map(_new, rep(Record), zip(samples, remaining, values, rep(ring))))
                 cons = end
                 n += run
                 continue
@@ -278,8 +269,7 @@ class _MmapRing:
             n += 1
         if singles:
             out.append([r.raw_sample for r in singles] if raw else singles)
-        if cons != self.cons:
-            self.cons = cons
+        if n or cons != self.cons_q[0]:
             self.cons_q[0] = cons
         return n
 

@@ -379,7 +379,7 @@ def test_concurrent_producer_loses_and_reorders_nothing(fx):
     def producer() -> None:
         try:
             for k in range(total // burst):
-                while rd.available_bytes() > size - burst * RECORD_BYTES:
+                while rd.available_bytes() > size - (burst + 1) * RECORD_BYTES:
                     time.sleep(0.0005)
                 fx.produce(burst, start=k * burst)
         except BaseException as exc:

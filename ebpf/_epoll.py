@@ -254,7 +254,7 @@ class EventReader:
 
     def read_batch(self, max_records: Optional[int] = None, timeout: Optional[float] = None) -> List[Any]:
         """Wait (as :meth:`read`) for at least one record and return all that
-        are there, at most ``max_records``, oldest first."""
+        are there, at most ``max_records`` (default 65536), oldest first."""
         chunks: List[Any] = []
         self._collect(chunks, _limit(max_records), timeout)
         return list(itertools.chain.from_iterable(chunks))
@@ -283,7 +283,10 @@ class EventReader:
         :meth:`close` to keep the last records.
         """
         chunks: List[Any] = []
-        while self._take(chunks, 1 << 20):
+        limit = 1 << 20
+        # Stop when a pass came back short: a producer that keeps writing
+        # cannot keep flush() going forever.
+        while self._take(chunks, limit) == limit:
             pass
         return list(itertools.chain.from_iterable(chunks))
 

@@ -444,6 +444,7 @@ class Writer:
     def __init__(self, map: Any) -> None:
         self._lock = threading.Lock()
         self._freed = True
+        self._closing = False
         size = _check_map(map, MapType.USER_RINGBUF, "ringbuf.Writer")
         self._map = map
         self.size = size
@@ -498,7 +499,7 @@ class Writer:
             # The kernel signals EPOLLOUT when a drain freed room; poll in
             # slices too, since a drain with BPF_RB_NO_WAKEUP signals nothing.
             self._ep.poll(0.05 if left is None else min(left, 0.05))  # type: ignore[union-attr]
-            if self._freed:
+            if self._closing:
                 raise ClosedError(self._kind)
         return True
 
@@ -520,7 +521,7 @@ class Writer:
         fewer than given when the ring stayed full for ``timeout`` seconds."""
         blobs = [bytes(s) for s in samples]
         with self._lock:
-            if self._freed:
+            if self._freed or self._closing:
                 raise ClosedError(self._kind)
             for b in blobs:
                 self._record_size(len(b))
@@ -553,21 +554,26 @@ class Writer:
 
     def close(self) -> None:
         """Unmap the ring and close the writer's fds (samples already
-        written stay in the ring for the kernel)."""
+        written stay in the ring for the kernel).  A write waiting for room
+        in another thread raises :class:`~ebpf.errors.ClosedError`."""
         if getattr(self, "_freed", True):
             return
-        self._freed = True
-        for v in self._views:
-            v.release()
-        self._views = []
-        for mm in (self._data_mm, self._cons_mm):
-            if mm is not None:
-                mm.close()
-        if self._ep is not None:
-            self._ep.close()
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        self._closing = True
+        with self._lock:  # a waiting write notices _closing within 50 ms
+            if self._freed:
+                return
+            self._freed = True
+            for v in self._views:
+                v.release()
+            self._views = []
+            for mm in (self._data_mm, self._cons_mm):
+                if mm is not None:
+                    mm.close()
+            if self._ep is not None:
+                self._ep.close()
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                os.close(fd)
 
     def __enter__(self) -> "Writer":
         return self

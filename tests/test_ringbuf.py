@@ -504,3 +504,25 @@ def test_writer_rejects_oversized_samples_and_closed_use(fx):
     with pytest.raises(ClosedError):
         w.write(event(0))
     assert drain(fx) == 0
+
+
+def test_writer_close_wakes_a_write_waiting_for_room(fx):
+    w = ringbuf.Writer(fx.maps["user_events"])
+    fit = w.size // RECORD_BYTES
+    assert w.write_batch([event(i) for i in range(fit)]) == fit
+    errors: list = []
+
+    def writer() -> None:
+        try:
+            w.write(event(fit), timeout=None)  # waits for a drain that never comes
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.05)
+    w.close()
+    t.join(30)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ClosedError)
+    assert drain(fx) == fit  # what was written before stays for the kernel

@@ -65,8 +65,7 @@ def test_task_iterator_lists_our_process(coll):
 def test_iterator_program_loaded_alone():
     # A program loaded alone gets its maps by name: the data sections that
     # hold the format strings (frozen: bpf_seq_printf wants a read-only
-    # format) and the running sum.  (The task iterator is not used here: a
-    # program loaded alone gets no CO-RE relocation of task_struct fields.)
+    # format) and the running sum.
     spec = ebpf.load_collection_spec(fixture_path("link_iter.o"))
     maps = {name: ebpf.Map(spec.maps[name]) for name in (".rodata", ".bss", "elems")}
     try:
@@ -81,6 +80,15 @@ def test_iterator_program_loaded_alone():
     finally:
         for m in maps.values():
             m.close()
+
+
+def test_task_iterator_loaded_alone_is_relocated():
+    """The task iterator reads task_struct fields through CO-RE: loaded alone
+    it goes through libbpf and still lists the right tgids."""
+    spec = ebpf.load_collection_spec(fixture_path("link_iter.o"))
+    with ebpf.Program(spec.programs["dump_tgids"]) as prog:
+        with link.attach_iter(prog) as it:
+            assert os.getpid() in tgids(it.read())
 
 
 def test_iterator_read_in_small_pieces(coll):

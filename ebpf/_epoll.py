@@ -22,15 +22,17 @@ no waiter ever touches an unmapped ring or a closed fd.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import select
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
 
 from .errors import ClosedError
+
+if TYPE_CHECKING:  # asyncio is imported by the async methods, when used
+    import asyncio
 
 __all__ = ["Poller", "EventReader"]
 
@@ -310,6 +312,8 @@ class EventReader:
     # -- asyncio ---------------------------------------------------------------
 
     async def _collect_async(self, out: List[Any], limit: int, timeout: Optional[float]) -> int:
+        import asyncio
+
         n = self._take(out, limit)
         if n:
             return n
@@ -328,7 +332,9 @@ class EventReader:
             if n:
                 return n
 
-    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
+    async def _wait_readable(self, loop: "asyncio.AbstractEventLoop", timeout: Optional[float]) -> None:
+        import asyncio
+
         poller = self._poller
         assert poller is not None
         # Level-triggered epoll keeps a ring on its ready list until the next

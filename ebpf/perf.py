@@ -36,6 +36,8 @@ import functools
 import itertools
 import mmap
 import os
+import struct
+import sys
 from typing import Any, Callable, List, NamedTuple, Optional
 
 from . import _libbpf, _syscall
@@ -61,8 +63,7 @@ _DATA_OFFSET = 1040
 _DATA_SIZE = 1048
 
 _ENODEV = 19
-
-import struct  # noqa: E402  (kept next to the formats it builds)
+_ORDER = sys.byteorder
 
 _HEADER = struct.Struct("=IHH")  # perf_event_header: type, misc, size
 _LOST = struct.Struct("=8xQQ")  # header, id, lost
@@ -359,9 +360,9 @@ class Reader(EventReader):
                 raise ClosedError(self._kind)
             update, delete = _libbpf.lib.bpf_map_update_elem, _libbpf.lib.bpf_map_delete_elem
             for r in self._rings:
-                key = r.cpu.to_bytes(4, "little" if _LITTLE else "big")
+                key = r.cpu.to_bytes(4, _ORDER)
                 if install:
-                    ret = update(self._map_fd, key, r.fd.to_bytes(4, "little" if _LITTLE else "big"), 0)
+                    ret = update(self._map_fd, key, r.fd.to_bytes(4, _ORDER), 0)
                     if ret < 0:
                         raise _libbpf.errno_error(-ret, f"perf.Reader: storing the event fd of CPU {r.cpu} in map {self._map.name}")
                 else:
@@ -395,9 +396,8 @@ class Reader(EventReader):
         closers: List[Callable[[], Any]] = []
         if fd >= 0:
             delete = _libbpf.lib.bpf_map_delete_elem
-            order = "little" if _LITTLE else "big"
             # Programs must not keep writing into rings nobody reads.
-            closers.extend(functools.partial(delete, fd, r.cpu.to_bytes(4, order)) for r in rings)
+            closers.extend(functools.partial(delete, fd, r.cpu.to_bytes(4, _ORDER)) for r in rings)
         closers.extend(r.close for r in rings)
         if self._poller is not None:
             closers.append(self._poller.close)
@@ -409,5 +409,3 @@ class Reader(EventReader):
         state = "closed" if self._closed else f"{len(self._rings)} CPUs x {self.per_cpu_buffer} bytes"
         return f"<perf.Reader {self._map.name!r} {state}>"
 
-
-_LITTLE = __import__("sys").byteorder == "little"

@@ -374,7 +374,7 @@ class Reader(EventReader):
                 fd = os.dup(m.fd)
                 self._fds.append(fd)
                 self._poller.add(fd)
-                codec = value_codec(value_type if value_type is not None else getattr(m._spec, "value", None))
+                codec = value_codec(value_type if value_type is not None else m.spec.value)
                 self._rings.append(ring_cls(fd, size, i, _Decoders(codec) if codec is not None else None))
         except BaseException:
             self._closed = True

@@ -43,9 +43,9 @@ def seqs(records) -> list:
 class Fixture:
     """The ringbuf fixture loaded, with a producer helper."""
 
-    def __init__(self, sizes: dict = {}, **kwargs) -> None:
+    def __init__(self, sizes: dict | None = None, **kwargs) -> None:
         self.spec = ebpf.load_collection_spec(fixture_path("ringbuf.o"))
-        for name, size in sizes.items():
+        for name, size in (sizes or {}).items():
             self.spec.maps[name].max_entries = size
         self.coll = ebpf.Collection(self.spec, **kwargs)
         self.maps = self.coll.maps

@@ -109,7 +109,7 @@ class Record(NamedTuple):
 _new = tuple.__new__  # a Record from a tuple of its fields, in C
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)  # a 1024-record Struct is ~100 KB
 def _uniform(size: int, count: int) -> struct.Struct:
     """``count`` consecutive samples of one record ``size``: yields
     (type, size, raw_size, sample) per record."""

@@ -94,7 +94,7 @@ class Record(NamedTuple):
 _new = tuple.__new__
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)  # a 1024-record Struct is ~100 KB
 def _uniform(length: int, stride: int, count: int) -> struct.Struct:
     """Unpacks ``count`` consecutive records of one ``length``: yields
     (len, sample) pairs, so a busy/discarded/different record is seen."""

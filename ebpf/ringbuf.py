@@ -9,6 +9,7 @@ or ``bpf_ringbuf_reserve``/``submit``::
 
     rec = rd.read(timeout=1.0)            # TimeoutError after 1 s
     batch = rd.read_batch(1000)           # 1..1000 records in one call
+    samples = rd.read_samples()           # only the bytes: the fastest way
     rest = rd.flush()                     # what is there, without waiting
 
     async for record in rd: ...           # asyncio, through loop.add_reader
@@ -24,7 +25,7 @@ measures this against libbpf's ``ring_buffer__consume``.
 On architectures whose memory model is weaker than x86-64's (loads from the
 ring could be reordered without the barriers Python cannot issue) the reader
 consumes through libbpf's ``ring_buffer__consume`` instead, one callback per
-record (``backend="libbpf"``; about 10x slower, but ordered correctly).
+record (``backend="libbpf"``; 5-10x slower, but ordered correctly).
 
 :class:`Writer` is the other direction: user space produces samples that a
 BPF program consumes with ``bpf_user_ringbuf_drain``.

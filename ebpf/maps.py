@@ -138,8 +138,15 @@ class Map(FDOwner):
     _kind = "map"
 
     def __init__(self, spec: MapSpec) -> None:
-        fd = _create(spec)
-        self._setup(fd, spec.copy())
+        actual = spec.copy()
+        if actual.type == MapType.PERF_EVENT_ARRAY:
+            # cilium: a perf event array with no sizes gets 4-byte slots, one
+            # per possible CPU; report what the kernel really has.
+            actual.key_size = actual.key_size or 4
+            actual.value_size = actual.value_size or 4
+            actual.max_entries = actual.max_entries or _libbpf.num_possible_cpus()
+        fd = _create(actual)
+        self._setup(fd, actual)
         try:
             if spec.contents:
                 self._apply_contents(spec.contents)
@@ -798,11 +805,6 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
     key_size = spec.key_size
     value_size = spec.value_size
     max_entries = spec.max_entries
-    if spec.type == MapType.PERF_EVENT_ARRAY:
-        # cilium: a perf event array with no size gets one slot per CPU.
-        key_size = key_size or 4
-        value_size = value_size or 4
-        max_entries = max_entries or _libbpf.num_possible_cpus()
     try:
         return int(_libbpf.lib.bpf_map_create(int(spec.type), name.encode() or None, key_size, value_size, max_entries, ctypes.byref(opts)))
     except PermissionDeniedError as exc:

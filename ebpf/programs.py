@@ -44,6 +44,9 @@ class RunResult:
     duration_ns: int
 
 
+_CTX_IN_PLACE = frozenset({ProgramType.RAW_TRACEPOINT, ProgramType.SYSCALL, ProgramType.TRACING})
+
+
 def lockdown_error(name: str, ptype: Any, err: int) -> PermissionDeniedError:
     t = ptype.name if isinstance(ptype, ProgramType) else ptype
     return PermissionDeniedError(
@@ -181,19 +184,23 @@ class Program(FDOwner):
         data = bytes(data)
         out_size = data_out_size if data_out_size is not None else (len(data) + 256 if data else 0)
         ctx_in = bytes(ctx) if ctx is not None else None
+        # raw_tp, syscall and tracing programs refuse a ctx_out (EINVAL);
+        # a syscall program writes its context back into ctx_in instead.
+        in_place = self._type in _CTX_IN_PLACE
         fd = self.fd
         while True:
             data_out = ctypes.create_string_buffer(out_size) if out_size else None
-            ctx_out = ctypes.create_string_buffer(len(ctx_in)) if ctx_in else None
+            ctx_buf = ctypes.create_string_buffer(ctx_in, len(ctx_in)) if ctx_in else None
+            ctx_out = ctypes.create_string_buffer(len(ctx_in)) if ctx_in and not in_place else None
             opts = _libbpf.bpf_test_run_opts(
                 data_in=ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p) if data else None,
                 data_size_in=len(data),
                 data_out=ctypes.addressof(data_out) if data_out is not None else None,
                 data_size_out=out_size,
-                ctx_in=ctypes.cast(ctypes.c_char_p(ctx_in), ctypes.c_void_p) if ctx_in else None,
+                ctx_in=ctypes.addressof(ctx_buf) if ctx_buf is not None else None,
                 ctx_size_in=len(ctx_in) if ctx_in else 0,
                 ctx_out=ctypes.addressof(ctx_out) if ctx_out is not None else None,
-                ctx_size_out=len(ctx_in) if ctx_in else 0,
+                ctx_size_out=len(ctx_in) if ctx_out is not None else 0,
                 # The kernel reads 0 as 1, and raw_tp/syscall programs accept only 0.
                 repeat=0 if repeat == 1 else repeat,
                 flags=flags,
@@ -221,7 +228,8 @@ class Program(FDOwner):
         return RunResult(
             retval=int(opts.retval),
             data=out,
-            ctx=ctx_out.raw[: opts.ctx_size_out] if ctx_out is not None else None,
+            ctx=(ctx_out.raw[: opts.ctx_size_out] if ctx_out is not None
+                 else ctx_buf.raw if ctx_buf is not None else None),
             duration_ns=int(opts.duration),
         )
 

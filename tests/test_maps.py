@@ -374,3 +374,15 @@ def test_threads_share_a_map(hmap):
 def test_name_sanitized_never_fails():
     with ebpf.Map(MapSpec("a name with spaces and way too long!", MapType.ARRAY, 4, 4, 1)) as m:
         assert m.info().name == "a_name_with_spa"
+
+
+@pytest.mark.kernel
+def test_perf_event_array_without_sizes_gets_one_slot_per_cpu():
+    """cilium's fixup: key/value 4 bytes, one entry per possible CPU, and the
+    Map reports what the kernel created."""
+    from ebpf import _libbpf
+
+    with ebpf.Map(MapSpec("perf", MapType.PERF_EVENT_ARRAY)) as m:
+        n = _libbpf.num_possible_cpus()
+        assert (m.key_size, m.value_size, m.max_entries) == (4, 4, n)
+        assert m.info().max_entries == n

@@ -3,6 +3,8 @@ run with BPF_PROG_TEST_RUN, pinned, and refused with clear errors."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 import ebpf
@@ -181,3 +183,31 @@ def test_tracing_programs_refused_clearly():
         assert "lockdown" in str(exc) and exc.errno == 1
     else:
         p.close()
+
+
+@pytest.mark.kernel
+def test_run_syscall_program_with_ctx_written_back():
+    """Syscall programs take their context in ctx_in and write it back there
+    (the kernel refuses a ctx_out for them): run() returns what they wrote."""
+    insns = asm.Instructions([
+        asm.load_mem(asm.R2, asm.R1, 0, 4),
+        asm.add_imm(asm.R2, 1),
+        asm.store_mem(asm.R1, 4, asm.R2, 4),  # ctx[1] = ctx[0] + 1
+        asm.mov_imm(asm.R0, 7),
+        asm.exit(),
+    ])
+    spec = ebpf.ProgramSpec("ctx_back", ebpf.ProgramType.SYSCALL, instructions=insns, license="GPL",
+                            flags=1 << 4)  # BPF_F_SLEEPABLE, as libbpf loads SEC("syscall")
+    with ebpf.Program(spec) as prog:
+        res = prog.run(ctx=struct.pack("<II", 41, 0))
+    assert res.retval == 7
+    assert struct.unpack("<II", res.ctx) == (41, 42)
+
+
+@pytest.mark.kernel
+def test_run_raw_tracepoint_with_ctx():
+    insns = asm.Instructions([asm.load_mem(asm.R0, asm.R1, 0, 8), asm.exit()])  # return args[0]
+    spec = ebpf.ProgramSpec("rawtp_ctx", ebpf.ProgramType.RAW_TRACEPOINT, instructions=insns, license="GPL")
+    with ebpf.Program(spec) as prog:
+        res = prog.run(ctx=struct.pack("<Q", 99))
+    assert res.retval == 99

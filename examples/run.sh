@@ -6,3 +6,5 @@ bash scripts/setup.sh
 mkdir -p examples/build
 clang -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c examples/counter.bpf.c -o examples/build/counter.o
 python3 examples/counter.py examples/build/counter.o
+clang -O2 -g -target bpf -I/usr/include/$(gcc -dumpmachine) -c examples/ringbuf.bpf.c -o examples/build/ringbuf.o
+python3 examples/ringbuf.py examples/build/ringbuf.o

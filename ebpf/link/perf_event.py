@@ -217,6 +217,21 @@ def _run_cleanups(cleanups: Sequence[Callable[[], None]]) -> None:
             pass
 
 
+def _release(link: Any, close: Callable[[int], None]) -> None:
+    """Close a link's perf fd and run its cleanups, once; safe in __del__."""
+    perf_fd = getattr(link, "_perf_fd", -1)
+    if perf_fd >= 0:
+        link._perf_fd = -1
+        try:
+            close(perf_fd)
+        except Exception:
+            pass
+    cleanups = getattr(link, "_cleanups", None)
+    if cleanups:
+        link._cleanups = []
+        _run_cleanups(cleanups)
+
+
 class PerfEventLink(FDLink):
     """A ``bpf_link`` to a perf event; owns the perf event fd as well.
 
@@ -238,25 +253,11 @@ class PerfEventLink(FDLink):
 
     def close(self) -> None:
         FDLink.close(self)
-        perf_fd, self._perf_fd = self._perf_fd, -1
-        if perf_fd >= 0:
-            os.close(perf_fd)
-        cleanups, self._cleanups = self._cleanups, []
-        _run_cleanups(cleanups)
+        _release(self, os.close)
 
     def __del__(self, _close: Any = os.close) -> None:
         FDOwner.__del__(self, _close)
-        perf_fd = getattr(self, "_perf_fd", -1)
-        if perf_fd >= 0:
-            self._perf_fd = -1
-            try:
-                _close(perf_fd)
-            except Exception:
-                pass
-        cleanups = getattr(self, "_cleanups", None)
-        if cleanups:
-            self._cleanups = []
-            _run_cleanups(cleanups)
+        _release(self, _close)
 
 
 class PerfEventIoctlLink(Link):
@@ -282,28 +283,15 @@ class PerfEventIoctlLink(Link):
         return self._perf_fd
 
     def close(self) -> None:
-        perf_fd, self._perf_fd = self._perf_fd, -1
-        if perf_fd >= 0:
+        if self._perf_fd >= 0:
             try:
-                fcntl.ioctl(perf_fd, PERF_EVENT_IOC_DISABLE, 0)
+                fcntl.ioctl(self._perf_fd, PERF_EVENT_IOC_DISABLE, 0)
             except OSError:
                 pass
-            os.close(perf_fd)
-        cleanups, self._cleanups = self._cleanups, []
-        _run_cleanups(cleanups)
+        _release(self, os.close)
 
     def __del__(self, _close: Any = os.close) -> None:
-        perf_fd = getattr(self, "_perf_fd", -1)
-        if perf_fd >= 0:
-            self._perf_fd = -1
-            try:
-                _close(perf_fd)
-            except Exception:
-                pass
-        cleanups = getattr(self, "_cleanups", None)
-        if cleanups:
-            self._cleanups = []
-            _run_cleanups(cleanups)
+        _release(self, _close)
 
     def pin(self, path: Any) -> None:
         raise NotSupportedError("pinning a perf event attached by ioctl", min_kernel="5.15",

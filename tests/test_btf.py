@@ -262,3 +262,52 @@ def test_kernel_module_spec() -> None:
     assert spec.base is btf.load_kernel_spec()
     for t in spec:
         repr(t)
+
+
+def _split_on_running_kernel(base: btf.Spec) -> bytes:
+    """Split BTF on top of ``base``: ``struct mod_thing { int x; struct task_struct *t; }``,
+    the shape of /sys/kernel/btf/<module> (ids and string offsets continue the base's)."""
+    import struct as st
+
+    int_id = base.type_id(base.type_by_name("int", "int"))
+    task_id = base.type_id(base.type_by_name("task_struct", "struct"))
+    str_base = base._raw.str_end
+    strings = b"mod_thing\0x\0t\0"
+    name, x, t = str_base, str_base + 10, str_base + 12
+    first = base._raw.end_id
+    types = st.pack("<III", 0, 2 << 24, task_id)  # [first] PTR -> task_struct
+    types += st.pack("<III", name, (4 << 24) | 2, 16)  # [first+1] STRUCT mod_thing
+    types += st.pack("<III", x, int_id, 0) + st.pack("<III", t, first, 64)
+    hdr = st.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+@pytest.mark.skipif(not KERNEL_BTF.exists(), reason="no kernel BTF")
+def test_kernel_module_spec_split_on_vmlinux(tmp_path, monkeypatch) -> None:
+    """load_kernel_module_spec reads /sys/kernel/btf/<module> as split BTF on
+    the running kernel's: this host has no module BTF, so the test makes one."""
+    from ebpf.btf import spec as spec_mod
+
+    base = btf.load_kernel_spec()
+    (tmp_path / "vmlinux").symlink_to(KERNEL_BTF)
+    (tmp_path / "fake_mod").write_bytes(_split_on_running_kernel(base))
+    monkeypatch.setattr(spec_mod, "KERNEL_BTF_DIR", str(tmp_path))
+    btf.flush_kernel_specs()
+    try:
+        mod = btf.load_kernel_module_spec("fake_mod")
+        assert mod.base is btf.load_kernel_spec()
+        thing = mod.type_by_name("mod_thing")
+        assert mod.type_id(thing) == mod.base._raw.end_id + 1
+        assert thing.member("x").type.name == "int"
+        target = thing.member("t").type.target
+        assert (target.kind, target.name) == ("struct", "task_struct")
+        assert target.member("pid") is not None  # a base type, fully usable
+        assert "struct task_struct *t;" in str(thing)
+        # A module header declares what it uses from vmlinux, defines its own.
+        assert "struct task_struct;\n" in mod.format_c() and "struct mod_thing {" in mod.format_c()
+        assert btf.codec_for(thing).size == 16
+        assert btf.load_kernel_module_spec("fake_mod") is mod  # cached
+        with pytest.raises(btf.TypeNotFoundError):
+            btf.load_kernel_module_spec("no_such_module")
+    finally:
+        btf.flush_kernel_specs()

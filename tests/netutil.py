@@ -249,3 +249,23 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+@pytest.fixture(params=["collection", "standalone"])
+def source(request: Any, net_spec: Any, coll: Any) -> Iterator[Callable[[str], Any]]:
+    """Programs from the test module's Collection (``coll``), or loaded alone
+    from their ProgramSpec (``net_spec``), sharing the collection's maps."""
+    import ebpf
+
+    alone: List[Any] = []
+
+    def get(name: str) -> Any:
+        if request.param == "collection":
+            return coll.programs[name]
+        p = ebpf.Program(net_spec.programs[name], maps=coll.maps)
+        alone.append(p)
+        return p
+
+    yield get
+    for p in alone:
+        p.close()

@@ -21,7 +21,7 @@ from ebpf.link import LinkType
 from ebpf.link.cgroup import CgroupFlags, ProgAttachCgroup
 
 from conftest import fixture_path
-from netutil import Cgroup, cgroup, count_fds, free_udp_port  # noqa: F401 (fixture)
+from netutil import Cgroup, cgroup, count_fds, free_udp_port, source  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
 
@@ -39,22 +39,6 @@ def coll(net_spec):
     with ebpf.Collection(net_spec) as c:
         c.maps["config"][0] = free_udp_port()
         yield c
-
-
-@pytest.fixture(params=["collection", "standalone"])
-def source(request, net_spec, coll):
-    alone = []
-
-    def get(name):
-        if request.param == "collection":
-            return coll.programs[name]
-        p = ebpf.Program(net_spec.programs[name], maps=coll.maps)
-        alone.append(p)
-        return p
-
-    yield get
-    for p in alone:
-        p.close()
 
 
 def send3(cg: Cgroup, port: int) -> list:

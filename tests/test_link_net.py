@@ -22,7 +22,7 @@ from ebpf.link import LinkType
 from ebpf.link import netfilter as nf
 
 from conftest import fixture_path, skip_or_fail
-from netutil import NetNS, count_fds, free_udp_port, netns, sh, udp_exchange, veth  # noqa: F401 (fixtures)
+from netutil import NetNS, count_fds, free_udp_port, netns, sh, source, udp_exchange, veth  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
 
@@ -40,24 +40,6 @@ def net_spec():
 def coll(net_spec):
     with ebpf.Collection(net_spec) as c:
         yield c
-
-
-@pytest.fixture(params=["collection", "standalone"])
-def source(request, net_spec, coll):
-    """Programs from the Collection, or loaded alone from their ProgramSpec
-    (sharing the collection's maps)."""
-    alone = []
-
-    def get(name):
-        if request.param == "collection":
-            return coll.programs[name]
-        p = ebpf.Program(net_spec.programs[name], maps=coll.maps)
-        alone.append(p)
-        return p
-
-    yield get
-    for p in alone:
-        p.close()
 
 
 def xdp_prog_id(ns: NetNS, ifindex: int, flags: int = 0) -> int:

@@ -1,8 +1,8 @@
 """Waiting for events: the epoll set and the reader plumbing shared by
 :mod:`ebpf.ringbuf` and :mod:`ebpf.perf`.
 
-A :class:`Poller` is an epoll set over the rings' file descriptors plus an
-``eventfd`` that ``close()`` signals, so a reader blocked in another thread
+A :class:`Poller` is an epoll set over the rings' file descriptors plus a
+wake-up pipe that ``close()`` writes to, so a reader blocked in another thread
 (or awaiting in an event loop) wakes up at once.  The epoll fd itself is
 pollable: asyncio registers it with ``loop.add_reader`` instead of running a
 thread per reader.
@@ -40,15 +40,22 @@ _EPOLLIN = select.EPOLLIN
 
 
 class Poller:
-    """An epoll set plus an eventfd that interrupts every wait once signalled."""
+    """An epoll set plus a wake-up pipe that interrupts every wait once
+    written to.  A pipe rather than an eventfd: ``os.eventfd`` is 3.10+."""
 
     def __init__(self) -> None:
         self._ep = select.epoll()
         try:
-            self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._efd, self._wfd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except BaseException:
+            self._ep.close()
+            raise
+        try:
             self._ep.register(self._efd, _EPOLLIN)
         except BaseException:
             self._ep.close()
+            os.close(self._efd)
+            os.close(self._wfd)
             raise
         self.interrupted = False
 
@@ -60,8 +67,8 @@ class Poller:
 
     def wait(self, timeout: Optional[float]) -> List[int]:
         """Block until a ring is ready, the poller is interrupted or
-        ``timeout`` seconds passed; returns the ready ring fds (the eventfd
-        is left out, see :attr:`interrupted`)."""
+        ``timeout`` seconds passed; returns the ready ring fds (the wake-up
+        pipe is left out, see :attr:`interrupted`)."""
         events = self._ep.poll(-1 if timeout is None else max(timeout, 0.0))
         efd = self._efd
         ready = []
@@ -73,20 +80,22 @@ class Poller:
         return ready
 
     def interrupt(self) -> None:
-        """Wake every current and future wait.  The eventfd is never read,
-        so it stays readable: an interrupt cannot be lost."""
+        """Wake every current and future wait.  The pipe is never read, so
+        it stays readable: an interrupt cannot be lost (a full pipe is
+        readable already, hence EAGAIN is ignored)."""
         self.interrupted = True
         try:
-            os.eventfd_write(self._efd, 1)
+            os.write(self._wfd, b"\x01")
         except OSError:
             pass
 
     def close(self) -> None:
         self._ep.close()
-        try:
-            os.close(self._efd)
-        except OSError:
-            pass
+        for fd in (self._efd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class EventReader:

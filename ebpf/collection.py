@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import sys
+import types
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
@@ -631,15 +633,45 @@ def _remove_custom_btf_files() -> None:
 # load_and_assign
 
 
-def _wanted(objs: Any) -> Dict[str, Tuple[str, type]]:
-    """attribute -> (spec name, Map or Program) from annotations."""
-    cls = objs if isinstance(objs, type) else type(objs)
+def _annotations(cls: type) -> Dict[str, Any]:
+    """The class's resolved annotations.  ``X | None`` written as a string
+    (``from __future__ import annotations``) cannot be evaluated before 3.10:
+    there, each side of a top-level ``|`` is evaluated alone and the union
+    rebuilt with ``typing.Union``."""
     try:
-        hints = typing.get_type_hints(cls, include_extras=True)
+        return typing.get_type_hints(cls, include_extras=True)
+    except TypeError:
+        pass
     except Exception as exc:
         raise TypeError(f"cannot read the annotations of {cls.__name__}: {exc}") from None
-    out: Dict[str, Tuple[str, type]] = {}
-    for attr, hint in hints.items():
+    out: Dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        scope = dict(vars(module)) if module is not None else {}
+        scope.update(vars(klass))
+        for attr, ann in vars(klass).get("__annotations__", {}).items():
+            try:
+                if isinstance(ann, str):
+                    parts = [eval(part, scope) for part in ann.split("|")]  # noqa: S307 - the class's own annotation
+                    ann = typing.Union[tuple(parts)] if len(parts) > 1 else parts[0]
+                out[attr] = ann
+            except Exception as exc:
+                raise TypeError(f"cannot read the annotation {attr}: {ann} of {cls.__name__}: {exc}") from None
+    return out
+
+
+_UNION_ORIGINS: Tuple[Any, ...] = (typing.Union,) + ((types.UnionType,) if hasattr(types, "UnionType") else ())
+
+
+def _wanted(objs: Any) -> Dict[str, Tuple[str, type, bool]]:
+    """attribute -> (spec name, Map or Program, optional) from annotations.
+
+    ``Optional[X]`` and ``X | None`` mark an attribute that may be absent
+    from the spec: it is set to None then, where a plain ``X`` is an error.
+    """
+    cls = objs if isinstance(objs, type) else type(objs)
+    out: Dict[str, Tuple[str, type, bool]] = {}
+    for attr, hint in _annotations(cls).items():
         name = attr
         if typing.get_origin(hint) is typing.Annotated:
             args = typing.get_args(hint)
@@ -647,11 +679,13 @@ def _wanted(objs: Any) -> Dict[str, Tuple[str, type]]:
             for meta in args[1:]:
                 if isinstance(meta, str):
                     name = meta
-        if typing.get_origin(hint) is typing.Union:
+        optional = False
+        if typing.get_origin(hint) in _UNION_ORIGINS:
             args = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = len(args) < len(typing.get_args(hint))
             hint = args[0] if len(args) == 1 else hint
         if hint in (Map, Program):
-            out[attr] = (name, hint)
+            out[attr] = (name, hint, optional)
     if not out:
         raise TypeError(f"{cls.__name__} has no attributes annotated as ebpf.Map or ebpf.Program")
     return out
@@ -660,12 +694,17 @@ def _wanted(objs: Any) -> Dict[str, Tuple[str, type]]:
 def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     """See :meth:`CollectionSpec.load_and_assign`."""
     wanted = _wanted(objs)
-    progs = {n for n, t in wanted.values() if t is Program}
-    maps = {n for n, t in wanted.values() if t is Map}
-    for n, t in wanted.values():
+    absent = set()
+    for attr, (n, t, optional) in wanted.items():
         pool = spec.programs if t is Program else spec.maps
         if n not in pool:
-            raise KeyError(f"{'program' if t is Program else 'map'} {n!r} is not in the spec")
+            if not optional:
+                raise KeyError(f"{'program' if t is Program else 'map'} {n!r} is not in the spec")
+            absent.add(attr)
+    present = {a: (n, t) for a, (n, t, _) in wanted.items() if a not in absent}
+    progs = {n for n, t in present.values() if t is Program}
+    maps = {n for n, t in present.values() if t is Map}
+    asked_maps = set(maps)
     # Everything the wanted programs use, and what map contents refer to.
     changed = True
     while changed:
@@ -685,7 +724,6 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     # A program array that a wanted program tail-calls through would be
     # closed with the temporary collection, turning every tail call into a
     # silent miss: refuse, as cilium does.
-    asked_maps = {n for n, t in wanted.values() if t is Map}
     for m in sorted(maps - asked_maps):
         if spec.maps[m].type == MapType.PROG_ARRAY:
             users = sorted(p for p in progs if m in spec._references.get(p, []))
@@ -697,8 +735,10 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     coll = Collection(spec, _programs=progs, _maps=maps, **options)
     try:
         target = objs() if isinstance(objs, type) else objs
+        for attr in absent:
+            setattr(target, attr, None)
         given: Dict[Tuple[str, type], Any] = {}
-        for attr, (name, t) in wanted.items():
+        for attr, (name, t) in present.items():
             if (name, t) in given:
                 obj = given[(name, t)].clone()  # each attribute owns its handle
             else:

@@ -4,7 +4,7 @@ pinning, replacements, load_and_assign, verifier errors, no fd leaks."""
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Optional
 
 import pytest
 
@@ -271,6 +271,24 @@ def test_load_and_assign_unknown_name():
     spec = ebpf.load_collection_spec(fixture_path("verifier.o"))
     with pytest.raises(KeyError, match="nope"):
         spec.load_and_assign(Wrong())
+
+
+class OptionalObjs:
+    good: ebpf.Program | None  # a string under `from __future__ import annotations`
+    good_map: Optional[ebpf.Map]
+    missing: ebpf.Program | None
+    also_missing: Optional[ebpf.Map]
+
+
+def test_load_and_assign_optional_attributes():
+    # `X | None` must be understood on 3.9 too, where the annotation string
+    # cannot be evaluated as a whole; absent names become None.
+    spec = ebpf.load_collection_spec(fixture_path("verifier.o"))
+    objs = spec.load_and_assign(OptionalObjs())
+    assert objs.missing is None and objs.also_missing is None
+    assert isinstance(objs.good, ebpf.Program) and isinstance(objs.good_map, ebpf.Map)
+    with objs.good, objs.good_map:
+        assert objs.good.run(b"\0" * 20).retval == 1
 
 
 def test_closed_variable(core):

@@ -29,6 +29,11 @@ class Register(enum.IntEnum):
     def __str__(self) -> str:
         return f"r{self.value}"
 
+    def __format__(self, spec: str) -> str:
+        # Before 3.12 an IntEnum with its own __str__ formats through str(),
+        # so f"{reg:d}" raised; format as the number, as 3.12+ does.
+        return format(self.value, spec) if spec else str(self)
+
 
 R0 = Register.R0
 R1 = Register.R1

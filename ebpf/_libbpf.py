@@ -590,6 +590,12 @@ _vsnprintf.restype = c_int
 _RECENT: Deque[str] = collections.deque(maxlen=32)
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
+# libbpf guesses at causes that do not apply here; they are logged but kept
+# out of error messages.  Since 5.11 the kernel charges BPF memory to the
+# memory cgroup, not RLIMIT_MEMLOCK, and every supported host is newer; and
+# CONFIG_BPF_SYSCALL is evidently set when bpf() answered at all.
+_MISLEADING = ("ulimit -l", "RLIMIT_MEMLOCK", "CONFIG_BPF_SYSCALL")
+
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
     try:
@@ -600,7 +606,7 @@ def _on_print(level: int, fmt: bytes, args: int) -> int:
         buf = ctypes.create_string_buffer(1024)
         _vsnprintf(buf, len(buf), fmt, args)
         text = buf.value.decode(errors="replace").rstrip("\n")
-        if keep:
+        if keep and not any(m in text for m in _MISLEADING):
             _RECENT.append(text)
         log.log(pylevel, "%s", text)
     except Exception:  # never let an exception cross back into C

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _libbpf
 from ._fd import check_pin_path
+from ._privilege import load_refusal
 from .errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
 from .info import map_info
 from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
@@ -26,10 +27,9 @@ from .programs import (
     LOG_SIZE_MIN,
     TRACING_TYPES,
     Program,
-    lockdown_error,
     verifier_error,
 )
-from .spec import CollectionSpec, MapSpec, VariableBase, _map_spec
+from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableBase, _map_spec
 from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
@@ -455,11 +455,10 @@ class _Loader:
             if err == 28 or (full and err in (13, 22)):
                 if log_size < LOG_SIZE_MAX:
                     raise _LogTooSmall()
-            ptype = spec.programs[failed].type
-            if err == 1 and not text.strip():
-                if ptype in TRACING_TYPES:
-                    raise lockdown_error(failed, ptype, err)
-                raise PermissionDeniedError(f"loading program {failed}: operation not permitted (needs CAP_BPF/CAP_SYS_ADMIN)", err)
+            ps = spec.programs[failed]
+            refused = load_refusal(failed, ps.type, err, text, attach_type=ps.attach_type, target=ps.attach_to)
+            if refused is not None:
+                raise refused
             if text.strip():
                 exc = verifier_error(failed, err, text, truncated=full)
                 core = _core_relo_failures(text, warnings)

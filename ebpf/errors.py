@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 # The kernel-internal "not supported" errno that leaks out of some bpf() paths.
 ENOTSUPP = 524
@@ -25,6 +25,7 @@ __all__ = [
     "IterationAbortedError",
     "ClosedError",
     "PermissionDeniedError",
+    "KernelPolicyError",
     "InvalidObjectError",
     "PinError",
     "MarshalError",
@@ -41,8 +42,22 @@ class EBPFError(Exception):
         self.errno = errno
 
     @property
-    def strerror(self) -> Optional[str]:
+    def strerror(self) -> Optional[str]:  # type: ignore[override]
         return os.strerror(self.errno) if self.errno else None
+
+    def __reduce__(self) -> Any:
+        # Subclasses take other constructor arguments than their message, so
+        # the default (calling the class with self.args) would rebuild them
+        # wrong; copy and pickle restore the state as it is instead.
+        return _rebuild, (type(self), self.args, dict(self.__dict__), self.errno)
+
+
+def _rebuild(cls: type, args: tuple, state: dict, errno: Optional[int]) -> "EBPFError":
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    err.errno = errno
+    return err
 
 
 class NotSupportedError(EBPFError):
@@ -150,6 +165,22 @@ class ClosedError(EBPFError, ValueError):
 class PermissionDeniedError(EBPFError, PermissionError):
     """The caller lacks a privilege (CAP_BPF, CAP_SYS_ADMIN, ...) or the kernel
     refused for policy reasons (e.g. lockdown)."""
+
+
+class KernelPolicyError(NotSupportedError, PermissionDeniedError):
+    """The kernel refused by policy, not for want of privilege: kernel
+    lockdown, an LSM (SELinux, the BPF LSM) or a sandbox forbids this program
+    type or attach target on this machine, even to root.
+
+    It is a :class:`NotSupportedError` (the feature is not available here,
+    so callers and tests can skip on it) and a :class:`PermissionDeniedError`
+    (the kernel said EPERM).  ``program`` names the refused program.
+    """
+
+    def __init__(self, feature: str, *, program: Optional[str] = None, errno: Optional[int] = _errno.EPERM,
+                 detail: str = "") -> None:
+        NotSupportedError.__init__(self, feature, errno=errno, detail=detail)
+        self.program = program
 
 
 class InvalidObjectError(EBPFError, ValueError):

@@ -8,13 +8,15 @@ callers and tests can skip on the exception.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import functools
 import os
-from typing import Union
+from typing import Optional, Union
 
-from .errors import EBPFError, NotSupportedError
-from .types import MapType, ProgramType
+from ._privilege import bpf_privileged, load_refusal
+from .errors import EBPFError, KernelPolicyError, NotSupportedError, PermissionDeniedError
+from .types import AttachType, MapType, ProgramType
 
 __all__ = [
     "have_map_type",
@@ -23,6 +25,7 @@ __all__ = [
     "object_names_supported",
     "have_batch_api",
     "have_tracing_programs",
+    "have_iterator",
 ]
 
 # First kernel version with each type, for the error message.
@@ -38,18 +41,113 @@ _PROG_SINCE = {
 }
 
 
+_RET0 = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])  # r0 = 0; exit
+
+# Map create attributes a type needs before the kernel looks at anything
+# else (as cilium/ebpf's createMapTypeAttr): key size, value size,
+# max_entries, flags.  Only for types the installed libbpf cannot probe.
+_MAP_ATTRS = {
+    MapType.ARENA: (0, 0, 1, 1 << 10),  # one page, BPF_F_MMAPABLE
+    MapType.RINGBUF: (0, 0, 4096, 0),
+    MapType.USER_RINGBUF: (0, 0, 4096, 0),
+    MapType.BLOOM_FILTER: (0, 4, 1, 0),
+    MapType.QUEUE: (0, 4, 1, 0),
+    MapType.STACK: (0, 4, 1, 0),
+}
+
+# Expected attach types a program type needs to load at all.
+_PROG_ATTACH = {
+    ProgramType.NETFILTER: AttachType.NETFILTER,
+    ProgramType.CGROUP_SOCK_ADDR: AttachType.CGROUP_INET4_CONNECT,
+    ProgramType.CGROUP_SOCKOPT: AttachType.CGROUP_GETSOCKOPT,
+    ProgramType.SK_LOOKUP: AttachType.SK_LOOKUP,
+}
+
+_EOPNOTSUPP = 95
+
+# TRACING programs that need neither fentry nor a particular function:
+# (attach type, target).
+_TRACING_PROBES = (
+    (AttachType.TRACE_RAW_TP, "sys_enter"),
+    (AttachType.TRACE_RAW_TP, "sched_switch"),
+    (AttachType.TRACE_ITER, "task"),
+)
+
+
+def _unprivileged(what: str) -> Optional[EBPFError]:
+    if bpf_privileged():
+        return None
+    return PermissionDeniedError(f"probing {what}: operation not permitted (needs CAP_BPF or CAP_SYS_ADMIN)", 1)
+
+
 @functools.lru_cache(maxsize=None)
-def _probe_map(t: int) -> int:
+def _probe_map(t: int) -> Optional[EBPFError]:
+    """None when maps of type ``t`` can be created, else the error to raise."""
     from . import _libbpf
 
-    return int(_libbpf.lib.libbpf_probe_bpf_map_type(t, None))
+    name = MapType(t).name if t in MapType._value2member_map_ else str(t)
+    what = f"map type {name}"
+    since = _MAP_SINCE.get(t)  # type: ignore[call-overload]
+    result = int(_libbpf.lib.libbpf_probe_bpf_map_type(t, None))
+    if result == 1:
+        return None
+    if result != -_EOPNOTSUPP:
+        return _unprivileged(what) or NotSupportedError(what, min_kernel=since)
+    # libbpf does not know the type (newer than the installed release):
+    # ask the kernel.  EINVAL/E2BIG mean it does not know it either.
+    key, value, entries, flags = _MAP_ATTRS.get(t, (4, 4, 1, 0))  # type: ignore[call-overload]
+    opts = _libbpf.bpf_map_create_opts(map_flags=flags)
+    try:
+        fd = _libbpf.lib.bpf_map_create(t, None, key, value, entries, ctypes.byref(opts))
+    except EBPFError as exc:
+        if exc.errno in (1, 13):
+            return _unprivileged(what) or NotSupportedError(what, min_kernel=since, errno=exc.errno,
+                                                            detail="refused with EPERM")
+        return NotSupportedError(what, min_kernel=since, errno=exc.errno)
+    os.close(fd)
+    return None
 
 
 @functools.lru_cache(maxsize=None)
-def _probe_prog(t: int) -> int:
+def _probe_prog(t: int) -> Optional[EBPFError]:
+    """None when programs of type ``t`` load, else the error to raise."""
     from . import _libbpf
 
-    return int(_libbpf.lib.libbpf_probe_bpf_prog_type(t, None))
+    ptype = ProgramType(t) if t in ProgramType._value2member_map_ else t
+    name = getattr(ptype, "name", str(t))
+    what = f"program type {name}"
+    since = _PROG_SINCE.get(t)  # type: ignore[call-overload]
+    result = int(_libbpf.lib.libbpf_probe_bpf_prog_type(t, None))
+    if result == 1:
+        return None
+    if t == ProgramType.TRACING:
+        # libbpf probes TRACING with an fentry program, which lockdown
+        # refuses while tp_btf and iterators (the same type) load.
+        for attach, target in _TRACING_PROBES:
+            try:
+                btf_id = int(_libbpf.lib.libbpf_find_vmlinux_btf_id(target.encode(), int(attach)))
+            except EBPFError:
+                continue
+            fd, _ = _load_traced(int(attach), btf_id)
+            if fd >= 0:
+                os.close(fd)
+                return None
+        return NotSupportedError(what, min_kernel=since)
+    attach = _PROG_ATTACH.get(t, AttachType.NONE)  # type: ignore[call-overload]
+    log = ctypes.create_string_buffer(4096)
+    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=int(attach), log_level=1, log_size=len(log),
+                                      log_buf=ctypes.addressof(log))
+    fd = int(_libbpf.lib.bpf_prog_load(t, None, b"GPL", _RET0, 2, ctypes.byref(opts)))
+    if fd >= 0:
+        os.close(fd)
+        return None
+    text = log.value.decode(errors="replace")
+    refused = load_refusal("probe", ptype, -fd, text, attach_type=attach)
+    if refused is not None:
+        return refused
+    if result == -_EOPNOTSUPP and text.strip():
+        return None  # a type libbpf does not know, which the verifier did look at
+    return NotSupportedError(what, min_kernel=since, errno=-fd)
 
 
 # Verifier messages meaning "this program type cannot call that helper".
@@ -90,27 +188,37 @@ def _verdict(result: int, what: str, since: Union[str, None]) -> bool:
         raise NotSupportedError(what, min_kernel=since)
     err = -result
     if err in (1, 13):
-        from .errors import PermissionDeniedError
-
         raise PermissionDeniedError(f"probing {what}: {os.strerror(err)} (needs CAP_BPF/CAP_SYS_ADMIN)", err)
     raise NotSupportedError(what, min_kernel=since, errno=err, detail=os.strerror(err) if err < 4000 else "")
 
 
+def _raise(error: Optional[EBPFError]) -> bool:
+    # A fresh copy: the cached instance must not collect tracebacks.
+    if error is None:
+        return True
+    raise copy.copy(error)
+
+
 def have_map_type(t: Union[MapType, int]) -> bool:
-    """True if the kernel can create maps of type ``t``; else NotSupportedError."""
-    name = t.name if isinstance(t, MapType) else str(t)
-    return _verdict(_probe_map(int(t)), f"map type {name}", _MAP_SINCE.get(t))  # type: ignore[call-overload]
+    """True if the kernel can create maps of type ``t``; else NotSupportedError.
+
+    Types newer than the installed libbpf are probed with the kernel itself.
+    Without CAP_BPF/CAP_SYS_ADMIN this raises PermissionDeniedError: the
+    probe cannot tell.
+    """
+    return _raise(_probe_map(int(t)))
 
 
 def have_program_type(t: Union[ProgramType, int]) -> bool:
     """True if the kernel can load programs of type ``t``; else NotSupportedError.
 
-    Tracing, LSM and extension programs need an attach target; on kernels
-    that refuse them for policy reasons (lockdown) this probe still says the
-    type exists -- use :func:`have_tracing_programs` for that question.
+    A type the kernel's policy refuses (lockdown, an LSM) raises
+    :class:`~ebpf.errors.KernelPolicyError`, a NotSupportedError.  Tracing,
+    LSM and extension programs need an attach target; their refusal shows
+    only for one, so ask :func:`have_tracing_programs` (fentry/fexit/LSM) or
+    :func:`have_iterator` (iterators) about them.
     """
-    name = t.name if isinstance(t, ProgramType) else str(t)
-    return _verdict(_probe_prog(int(t)), f"program type {name}", _PROG_SINCE.get(t))  # type: ignore[call-overload]
+    return _raise(_probe_prog(int(t)))
 
 
 def have_program_helper(t: Union[ProgramType, int], helper: int) -> bool:
@@ -163,62 +271,89 @@ def have_batch_api() -> bool:
 _FENTRY_PROBE_TARGETS = ("bpf_fentry_test1", "bpf_modify_return_test", "do_nanosleep", "ksys_read", "vfs_read")
 
 
-# _probe_tracing's answer when root may load other programs but not this one.
-_REFUSED_BY_POLICY = -4001
-
-
 @functools.lru_cache(maxsize=None)
-def _probe_tracing() -> tuple:
-    """(result, target): 1 loaded, 0 no target found, -errno refused,
-    _REFUSED_BY_POLICY for EPERM that is not about privileges."""
+def _probe_tracing() -> Optional[EBPFError]:
     from . import _libbpf
 
     lib = _libbpf.lib
+    feature = "tracing programs (fentry/fexit/fmod_ret/freplace/LSM)"
     btf_id, target = 0, ""
     for name in _FENTRY_PROBE_TARGETS:
         try:
-            btf_id = int(lib.libbpf_find_vmlinux_btf_id(name.encode(), 24))  # BPF_TRACE_FENTRY
+            btf_id = int(lib.libbpf_find_vmlinux_btf_id(name.encode(), int(AttachType.TRACE_FENTRY)))
         except EBPFError:
             continue
         target = name
         break
     if not btf_id:
-        return 0, ""
-    insns = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])  # r0 = 0; exit
-    log = ctypes.create_string_buffer(4096)
-    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=24, attach_btf_id=btf_id, log_level=1,
-                                      log_size=len(log), log_buf=ctypes.addressof(log))
-    fd = lib.bpf_prog_load(int(ProgramType.TRACING), None, b"GPL", insns, 2, ctypes.byref(opts))
+        return NotSupportedError(feature, min_kernel="5.5",
+                                 detail=f"none of {', '.join(_FENTRY_PROBE_TARGETS)} is in the kernel's BTF")
+    fd, log = _load_traced(int(AttachType.TRACE_FENTRY), btf_id)
     if fd >= 0:
         os.close(fd)
-        return 1, target
-    if fd == -1 and not log.value.strip():
-        # EPERM with an empty log: privilege, or a policy refusal of tracing
-        # programs in particular.  A socket filter tells the two apart.
-        sock = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
-        sfd = lib.bpf_prog_load(int(ProgramType.SOCKET_FILTER), None, b"GPL", sock, 2, None)
-        if sfd >= 0:
-            os.close(sfd)
-            return _REFUSED_BY_POLICY, target
-    return fd, target
+        return None
+    refused = load_refusal(f"fentry/{target}", ProgramType.TRACING, -fd, log,
+                           attach_type=AttachType.TRACE_FENTRY, target=target)
+    if isinstance(refused, KernelPolicyError):
+        return KernelPolicyError(feature, program=f"fentry/{target}", detail=(
+            f"the kernel refuses to load them by policy (a fentry program on {target} got EPERM before "
+            f"the verifier ran, while the caller has CAP_BPF/CAP_SYS_ADMIN), most likely kernel lockdown"))
+    if refused is not None:
+        return refused
+    return NotSupportedError(feature, min_kernel="5.5", errno=-fd, detail=log.strip().splitlines()[-1] if log.strip() else "")
+
+
+def _load_traced(attach_type: int, btf_id: int) -> "tuple[int, str]":
+    """Load ``r0 = 0; exit`` as a TRACING program on ``btf_id``: (fd or
+    -errno, verifier log)."""
+    from . import _libbpf
+
+    log = ctypes.create_string_buffer(4096)
+    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=attach_type, attach_btf_id=btf_id, log_level=1,
+                                      log_size=len(log), log_buf=ctypes.addressof(log))
+    fd = int(_libbpf.lib.bpf_prog_load(int(ProgramType.TRACING), None, b"GPL", _RET0, 2, ctypes.byref(opts)))
+    return fd, log.value.decode(errors="replace")
 
 
 def have_tracing_programs() -> bool:
     """Whether the kernel loads tracing programs (fentry/fexit/fmod_ret/freplace, LSM).
 
     Probed with a minimal fentry program.  Kernels under lockdown refuse
-    them with EPERM even to root, which is a :class:`NotSupportedError`
-    here (while tp_btf and iterators, of the same program type, still work).
+    them with EPERM even to root: that is a
+    :class:`~ebpf.errors.KernelPolicyError` (a NotSupportedError), while
+    tp_btf and iterators, of the same program type, may still work.
     """
-    result, target = _probe_tracing()
-    feature = "tracing programs (fentry/fexit/fmod_ret/freplace/LSM)"
-    if result == 1:
-        return True
-    if result == 0:
-        raise NotSupportedError(feature, min_kernel="5.5",
-                                detail=f"none of {', '.join(_FENTRY_PROBE_TARGETS)} is in the kernel's BTF")
-    if result == _REFUSED_BY_POLICY:
-        raise NotSupportedError(feature, errno=1,
-                                detail=f"the kernel refuses to load them (a fentry program on {target} got EPERM "
-                                "with an empty verifier log while other programs load), most likely kernel lockdown")
-    return _verdict(result, feature, "5.5")
+    return _raise(_probe_tracing())
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_iterator(target: str) -> Optional[EBPFError]:
+    from . import _libbpf
+
+    feature = f"iterator {target}"
+    try:
+        btf_id = int(_libbpf.lib.libbpf_find_vmlinux_btf_id(target.encode(), int(AttachType.TRACE_ITER)))
+    except EBPFError as exc:
+        return NotSupportedError(feature, min_kernel="5.8", errno=exc.errno,
+                                 detail=f"the kernel's BTF has no bpf_iter_{target}")
+    fd, log = _load_traced(int(AttachType.TRACE_ITER), btf_id)
+    if fd >= 0:
+        os.close(fd)
+        return None
+    refused = load_refusal(f"iter/{target}", ProgramType.TRACING, -fd, log,
+                           attach_type=AttachType.TRACE_ITER, target=target)
+    if refused is not None:
+        return refused
+    return NotSupportedError(feature, errno=-fd, detail=log.strip().splitlines()[-1] if log.strip() else "")
+
+
+def have_iterator(target: str) -> bool:
+    """Whether iterator programs on ``target`` ("task", "bpf_map",
+    "bpf_map_elem", "tcp", ...: the ``SEC("iter/<target>")`` part) load.
+
+    NotSupportedError when the kernel has no such target;
+    :class:`~ebpf.errors.KernelPolicyError` when its policy refuses it (some
+    kernels refuse ``bpf_map_elem`` iterators while others load);
+    PermissionDeniedError without CAP_BPF/CAP_SYS_ADMIN.
+    """
+    return _raise(_probe_iterator(target))

@@ -9,11 +9,11 @@ from typing import Any, Mapping, Optional, Tuple
 
 from . import _libbpf
 from ._fd import FDOwner, open_pinned
+from ._privilege import load_refusal
 from .errors import (
     EBPFError,
     KeyNotExistError,
     NotSupportedError,
-    PermissionDeniedError,
     VerifierError,
 )
 from .info import ProgramInfo, program_info
@@ -45,16 +45,6 @@ class RunResult:
 
 
 _CTX_IN_PLACE = frozenset({ProgramType.RAW_TRACEPOINT, ProgramType.SYSCALL, ProgramType.TRACING})
-
-
-def lockdown_error(name: str, ptype: Any, err: int) -> PermissionDeniedError:
-    t = ptype.name if isinstance(ptype, ProgramType) else ptype
-    return PermissionDeniedError(
-        f"program {name}: the kernel refused to load a {t} program with EPERM and an empty verifier log; "
-        "tracing (fentry/fexit/fmod_ret/freplace) and LSM programs are blocked on this kernel, "
-        "most likely by kernel lockdown (see /sys/kernel/security/lockdown)",
-        err,
-    )
 
 
 def verifier_error(name: str, err: int, log: str, truncated: bool) -> VerifierError:
@@ -299,10 +289,9 @@ def _load_with_log(spec: ProgramSpec, name: str, buf: Any, attach_btf_id: int, b
             level = 1  # retry once with a log so the error can say why
             continue
         break
-    if err == _EPERM and not log.strip() and spec.type in TRACING_TYPES:
-        raise lockdown_error(spec.name, spec.type, err)
-    if err == _EPERM and not log.strip():
-        raise PermissionDeniedError(f"loading program {spec.name}: operation not permitted (needs CAP_BPF/CAP_SYS_ADMIN)", err)
+    refused = load_refusal(spec.name, spec.type, err, log, attach_type=spec.attach_type, target=spec.attach_to)
+    if refused is not None:
+        raise refused
     if err == _EINVAL and not log.strip():
         from .features import have_program_type
 

@@ -47,6 +47,21 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require(probe, *args) -> None:
+    """Skip unless a feature probe says yes.  Only NotSupportedError (which
+    includes KernelPolicyError: this kernel refuses it by policy) skips; a
+    missing privilege is not a property of the kernel, so under
+    EBPF_REQUIRE_KERNEL=1 it fails like a missing kernel."""
+    from ebpf.errors import NotSupportedError, PermissionDeniedError
+
+    try:
+        probe(*args)
+    except NotSupportedError as exc:
+        pytest.skip(str(exc))
+    except PermissionDeniedError as exc:
+        skip_or_fail(str(exc))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel"):
         reason = _kernel_reason()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import struct
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -24,24 +25,29 @@ def _seeds() -> list:
 
 
 SEEDS = _seeds()
+_BUDGET = 30.0  # CPU seconds; raised below to 1000x the seeds' own cost
 
 
 @contextmanager
-def deadline(seconds: int):
+def hang_guard():
+    """Fail an input that loops.  The budget is this process's CPU time
+    (ITIMER_PROF), not wall time, so a busy machine does not trip it; and it
+    is a multiple of what exercising the seeds costs here, so a slow machine
+    does not either.  A hang is unbounded: any budget catches it."""
     def boom(*_):
-        raise AssertionError("BTF parsing hung")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
+        raise AssertionError(f"BTF handling of one input used over {_BUDGET:.0f} s of CPU: it hangs")
+    old = signal.signal(signal.SIGPROF, boom)
+    signal.setitimer(signal.ITIMER_PROF, _BUDGET)
     try:
         yield
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 def _exercise(data: bytes) -> None:
     """Parse, and when valid, touch everything a user could."""
-    with deadline(10):
+    with hang_guard():
         try:
             btf.validate(data)
         except btf.BTFError:
@@ -73,6 +79,16 @@ def _exercise(data: bytes) -> None:
             except TypeError:
                 pass
         spec.format_c()
+
+
+def _calibrate() -> float:
+    start = time.process_time()
+    for seed in SEEDS:
+        _exercise(seed)
+    return max(30.0, 1000 * (time.process_time() - start))
+
+
+_BUDGET = _calibrate()
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))

@@ -548,6 +548,17 @@ def test_socket_filter_bad_input(coll):
 CC_NAME = "pyebpf_cc"  # .name in fixtures/link_net_struct_ops.bpf.c
 
 
+@pytest.fixture
+def cc_lock():
+    """The congestion control's name is machine-wide: copies of the suite
+    running at once (worktrees, CI beside a session) take turns."""
+    import fcntl
+
+    with open("/tmp/ebpf-test-struct-ops.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def available_cc() -> list:
     with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
         return f.read().split()
@@ -560,7 +571,7 @@ def _use_cc(name: str) -> None:
 
 
 @pytest.mark.parametrize("with_link", [False, True], ids=["map-update", "bpf_link"])
-def test_struct_ops_registers_tcp_congestion_control(with_link):
+def test_struct_ops_registers_tcp_congestion_control(with_link, cc_lock):
     if CC_NAME in available_cc():
         pytest.fail(f"{CC_NAME} is registered already (left over from an earlier run?)")
     spec = ebpf.load_collection_spec(fixture_path("link_net_struct_ops.o"))
@@ -586,7 +597,7 @@ def test_struct_ops_registers_tcp_congestion_control(with_link):
                 L.attach_struct_ops(m)
 
 
-def test_struct_ops_bad_input(coll):
+def test_struct_ops_bad_input(coll, cc_lock):
     with pytest.raises(EBPFError, match="not a STRUCT_OPS map"):
         L.attach_struct_ops(coll.maps["counts"])
     spec = ebpf.load_collection_spec(fixture_path("link_net_struct_ops.o"))

@@ -414,6 +414,11 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     "ring_buffer__consume": (_int, [_ptr], NONE, None),
     "ring_buffer__poll": (_int, [_ptr, _int], NONE, None),
     "ring_buffer__epoll_fd": (_int, [_ptr], NONE, None),
+    # -- loader (reading ELF, loading objects and programs): add entries below --
+    # -- maps and marshalling: add entries below --
+    # -- links, info, features: add entries below --
+    # -- btf (dumping, validation): add entries below --
+    # -- command line: add entries below --
 }
 
 _CDLL: Optional[ctypes.CDLL] = None
@@ -665,3 +670,18 @@ def string_at(addr: int, size: int) -> bytes:
 
 
 char_array = c_char
+
+
+# --------------------------------------------------------------------------
+# Python-level wrappers around C calls, grouped by the layer that uses them,
+# so that no module above this one calls into the C library itself.
+
+# -- loader (reading ELF, loading objects and programs) --
+
+# -- maps and marshalling --
+
+# -- links, info, features --
+
+# -- btf (dumping, validation) --
+
+# -- command line --

@@ -109,3 +109,17 @@ def mount(source: str, target: str, fstype: str, flags: int = 0) -> None:
         raise NotSupportedError("mount()", detail=f"syscall number unknown for {_platform.machine()}")
     _libbpf.raw_syscall(nr, ctypes.c_char_p(source.encode()), ctypes.c_char_p(target.encode()),
                         ctypes.c_char_p(fstype.encode()), ctypes.c_ulong(flags), ctypes.c_void_p(None))
+
+
+# --------------------------------------------------------------------------
+# Kernel structs (uapi layouts), grouped by who uses them.
+
+# -- bpf_*_info (objects by fd/id) --
+
+# -- links --
+
+# -- perf events --
+
+# -- maps and marshalling --
+
+# -- loader --

@@ -10,7 +10,7 @@ lazily on first attribute access so ``import ebpf`` stays fast.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ClosedError,
@@ -27,6 +27,17 @@ from .errors import (
     PinError,
     VerifierError,
 )
+
+if TYPE_CHECKING:
+    # What type checkers and editors see; at run time these names load
+    # lazily through __getattr__ below, keeping `import ebpf` fast.
+    from . import asm, btf, errors, features, link, perf, rlimit, ringbuf
+    from .collection import Collection, Variable, new_collection
+    from .info import MapInfo, ProgramInfo
+    from .maps import Map, load_pinned_map, new_map
+    from .programs import Program, RunResult, load_pinned_program, new_program
+    from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, load_collection_spec
+    from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
 
 _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "errors"}
 

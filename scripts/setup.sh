@@ -66,7 +66,10 @@ fi
 if [ "$(cat "$VENV/.ebpf-stamp" 2>/dev/null)" != "$stamp" ]; then
   log "installing the test tools and ebpf (editable) into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+  # compat mode: a plain path entry, which type checkers follow (the
+  # default import-hook mode hides the package from mypy and pyright).
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+    --config-settings editable_mode=compat -e .
   echo "$stamp" > "$VENV/.ebpf-stamp"
 fi
 

@@ -22,6 +22,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+started=$(date +%s%N)
 
 # -- system packages -----------------------------------------------------------
 pkgs=(libbpf1 libbpf-dev clang llvm clang-19 llvm-19 bpftool iproute2 linux-libc-dev
@@ -75,3 +76,5 @@ fi
 
 # -- fixtures ------------------------------------------------------------------
 bash scripts/build_fixtures.sh
+ms=$(( ($(date +%s%N) - started) / 1000000 ))
+log "ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s ($VENV: $("$VENV/bin/python" --version 2>&1))"

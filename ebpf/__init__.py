@@ -10,7 +10,10 @@ lazily on first attribute access so ``import ebpf`` stays fast.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 
 from .errors import (
     ClosedError,
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
     from .programs import Program, RunResult, load_pinned_program, new_program
     from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, load_collection_spec
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
+
+# A library logs; the application decides where it goes.  Without this,
+# libbpf's warnings would reach stderr of programs that never set up logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "errors"}
 
@@ -86,6 +93,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = sorted(_LAZY_NAMES) + [
+    "__version__",
     "ClosedError",
     "EBPFError",
     "InvalidObjectError",

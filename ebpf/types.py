@@ -92,6 +92,10 @@ class ProgramType(enum.IntEnum):
 class AttachType(enum.IntEnum):
     """``enum bpf_attach_type``.  ``NONE`` stands for "no attach type" (also 0 on the wire)."""
 
+    # 0 doubles as "no expected attach type" in BPF_PROG_LOAD (cilium's
+    # AttachNone): the default of every ProgramSpec, so it is the name 0
+    # prints as; CGROUP_INET_INGRESS is its alias.
+    NONE = 0
     CGROUP_INET_INGRESS = 0
     CGROUP_INET_EGRESS = 1
     CGROUP_INET_SOCK_CREATE = 2
@@ -150,8 +154,6 @@ class AttachType(enum.IntEnum):
     NETKIT_PEER = 55
     TRACE_KPROBE_SESSION = 56
     TRACE_UPROBE_SESSION = 57
-    # 0 doubles as "no expected attach type" in BPF_PROG_LOAD (cilium's AttachNone).
-    NONE = 0
 
 
 class PinType(enum.IntEnum):

@@ -44,11 +44,14 @@ from . import types as T
 from .format import declarator
 from .parse import BTFError
 
-__all__ = ["Codec", "codec_for", "StructValue"]
+__all__ = ["Codec", "codec_for", "StructValue", "bind_class", "fields", "value_shape"]
 
 _MAX_DEPTH = 64
 _lock = threading.RLock()
 _cache: Dict[int, Tuple[T.Type, "Codec"]] = {}
+# Classes bound to types by bind_class (id -> (type, class)); like _cache,
+# it holds the type, so an id is never reused while its entry lives.
+_bound: Dict[int, Tuple[T.Type, type]] = {}
 
 
 def codec_for(t: T.Type) -> "Codec":
@@ -63,6 +66,118 @@ def codec_for(t: T.Type) -> "Codec":
         c = Codec(t)
         _cache[id(t)] = (t, c)
         return c
+
+
+def bind_class(t: T.Type, cls: type) -> None:
+    """Decode values of ``t`` into ``cls`` and encode ``cls`` instances.
+
+    For a struct or union, ``cls`` is a :class:`StructValue` subclass whose
+    ``_fields`` are the field names of ``t`` in order (see :func:`fields`)
+    and whose constructor takes them positionally, in that order; decoding
+    calls it (or, for a class with ``__slots__``, fills a bare instance).
+    For an enum, ``cls`` is an :class:`enum.IntEnum`; values without an
+    enumerator still decode as plain ints.  This is how typed skeletons
+    (``python -m ebpf gen``) make ``m[k]`` return their own classes.
+
+    The binding is per type object and must come before the first codec
+    of ``t`` or of a type containing it (``ValueError`` otherwise); binding
+    the same class again does nothing.
+    """
+    real = T.underlying(t)
+    if isinstance(real, (T.Struct, T.Union)):
+        if not (isinstance(cls, type) and issubclass(cls, StructValue)):
+            raise TypeError(f"{real.kind} {real.name or '(anonymous)'} needs a StructValue subclass, not {cls!r}")
+        want = tuple(f.name for f in _flatten(real))
+        if tuple(cls._fields) != want:
+            raise TypeError(f"{cls.__name__} has fields {cls._fields}, {real.kind} {real.name or '(anonymous)'} has {want}")
+        if _slotted(cls) and any(_mangled(n) for n in want):
+            raise TypeError(f"{cls.__name__}: a class with __slots__ cannot hold fields named like {want}")
+    elif isinstance(real, T.Enum):
+        if not (isinstance(cls, type) and issubclass(cls, enum.IntEnum)):
+            raise TypeError(f"enum {real.name or '(anonymous)'} needs an IntEnum subclass, not {cls!r}")
+    else:
+        raise TypeError(f"only structs, unions and enums can be bound to a class, not {real.kind}")
+    with _lock:
+        hit = _bound.get(id(real))
+        if hit is not None and hit[0] is real:
+            if hit[1] is cls:
+                return
+            raise ValueError(f"{real.kind} {real.name or '(anonymous)'} is already bound to {hit[1].__name__}")
+        built = _cache.get(id(real))
+        if built is not None and built[0] is real:
+            raise ValueError(f"{real.kind} {real.name or '(anonymous)'} already has a codec: bind before first use")
+        _bound[id(real)] = (real, cls)
+
+
+def _bound_class(t: T.Type) -> Optional[type]:
+    hit = _bound.get(id(t))
+    return hit[1] if hit is not None and hit[0] is t else None
+
+
+class Field:
+    """One field of a struct/union value (see :func:`fields`).
+
+    ``bit_offset`` counts from the start of the outermost struct, across
+    flattened anonymous members; ``bitfield_size`` is 0 for whole fields;
+    ``in_union`` says the field shares its bytes with others (it may be
+    None in a value, and is then not written).
+    """
+
+    __slots__ = ("name", "type", "bit_offset", "bitfield_size", "in_union")
+
+    def __init__(self, name: str, type: T.Type, bit_offset: int, bitfield_size: int, in_union: bool) -> None:
+        self.name = name
+        self.type = type
+        self.bit_offset = bit_offset
+        self.bitfield_size = bitfield_size
+        self.in_union = in_union
+
+    def __repr__(self) -> str:
+        bits = f":{self.bitfield_size}" if self.bitfield_size else ""
+        return f"Field({self.name!r} @{self.bit_offset}{bits}{' union' if self.in_union else ''})"
+
+
+def fields(t: T.Type) -> List[Field]:
+    """The fields of values of struct/union ``t``, in the order of their
+    ``_fields``: members of anonymous nested structs and unions appear as
+    fields of the parent (as in C), unnamed padding bitfields not at all."""
+    real = T.underlying(t)
+    if not isinstance(real, (T.Struct, T.Union)):
+        raise TypeError(f"{real.kind} {real.name or '(anonymous)'} has no fields")
+    return [Field(f.name, f.type, f.bit_offset, f.bitfield_size, f.in_union) for f in _flatten(real)]
+
+
+def value_shape(t: T.Type) -> Tuple[str, Optional[T.Type], int]:
+    """What values of ``t`` decode to: ``(shape, inner, count)``.
+
+    ``shape`` is one of ``"int"``, ``"bool"``, ``"float"``, ``"bytes"``
+    (``count`` raw bytes: byte arrays, 12/16-byte floats), ``"cstr"`` (a
+    ``char[count]`` C string, decoded up to its NUL), ``"list"`` (``count``
+    values of element type ``inner``), ``"struct"`` (an instance of the
+    class of struct/union ``inner``) or ``"enum"`` (an IntEnum member of
+    ``inner``, or an int).  Pointers are ints.
+    """
+    real = T.underlying(t)
+    if isinstance(real, T.Var):
+        real = T.underlying(real.type)
+    if isinstance(real, T.Int):
+        return ("bool" if real.is_bool else "int", None, 0)
+    if isinstance(real, T.Enum):
+        return ("enum", real, 0)
+    if isinstance(real, T.Float):
+        return ("float", None, 0) if real.size in _FLOAT_FMT else ("bytes", None, real.size)
+    if isinstance(real, T.Pointer):
+        return ("int", None, 0)
+    if isinstance(real, T.Array):
+        elem = T.underlying(real.type)
+        n = real.nelems
+        if isinstance(elem, T.Int) and _is_byte_int(elem) and (n == 0 or not elem.signed or _is_c_char(real.type)):
+            # Mirrors _Gen.array: which byte arrays are C strings.
+            return ("cstr" if n and _is_c_char(real.type) else "bytes", None, n)
+        return ("list", real.type, n)
+    if isinstance(real, (T.Struct, T.Union)):
+        return ("struct", real, 0)
+    raise TypeError(f"no value codec for {real.kind} {real.name or '(anon)'}")
 
 
 def _type_name(t: T.Type) -> str:
@@ -434,6 +549,12 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
     if codec.cls is not None:
         return codec.cls, codec._fields  # type: ignore[attr-defined]
     fields = _flatten(t)
+    bound = _bound_class(t)
+    if bound is not None:
+        codec.cls = bound
+        codec._fields = fields  # type: ignore[attr-defined]
+        bound._codec = codec  # type: ignore[attr-defined]
+        return bound, fields
     params = []
     body = []
     ns: Dict[str, Any] = {}
@@ -454,7 +575,7 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
     cname = t.name if t.name and t.name.isidentifier() else f"anon_{t.kind}"
     names = [f.name for f in fields]
     slots: Dict[str, Any] = {}
-    if all(n.isidentifier() for n in names) and len(set(names)) == len(names):
+    if all(n.isidentifier() and not _mangled(n) for n in names) and len(set(names)) == len(names):
         # Slots: smaller, faster to fill, and a misspelt field is an error.
         slots["__slots__"] = tuple(names)
     cls = type(cname, (StructValue,), {
@@ -471,9 +592,19 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
     return cls, fields
 
 
+def _mangled(name: str) -> bool:
+    """Whether a class would store slot ``name`` under another name
+    (``__pad`` becomes ``_cls__pad``, out of reach of ``o.__pad = ...``)."""
+    return name.startswith("__") and not name.endswith("__")
+
+
 def _enum_members(codec: Codec, t: T.Enum) -> Dict[int, Any]:
     """value -> IntEnum member for enum ``t``; the IntEnum is made once per type."""
     ec = codec if codec._real is t else codec_for(t)
+    bound: Any = _bound_class(t) if ec.enum is None else None
+    if bound is not None:
+        ec.enum = bound
+        ec._members = {m.value: m for m in bound}  # type: ignore[attr-defined]
     if ec.enum is None:
         names = []
         seen = set()

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .maps import Map, load_pinned_map, new_map
     from .programs import Program, RunResult, load_pinned_program, new_program
     from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, load_collection_spec
+    from .typed import TypedMap
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
 
 # A library logs; the application decides where it goes.  Without this,
@@ -74,6 +75,7 @@ _LAZY_NAMES: dict[str, str] = {
     "MapFlags": ".types",
     "MapInfo": ".info",
     "ProgramInfo": ".info",
+    "TypedMap": ".typed",
 }
 
 

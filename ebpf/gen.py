@@ -445,7 +445,7 @@ class _Generator:
             "from ebpf import skeleton as _skel",
             "",
             f"OBJECT_NAME = {self.obj_name!r}",
-            f'"""The object name: the kernel names data-section maps ``{self.obj_name}.bss`` and so on."""',
+            '"""The object name: the kernel calls data-section maps ``<name>.bss`` and so on (cut to fit)."""',
             f"OBJECT_FILE = {self.file_name!r}",
             '"""The object file ``load()`` reads (from this module\'s directory) when not embedded."""',
             f"OBJECT_SHA256 = {digest!r}",

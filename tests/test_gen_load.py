@@ -127,6 +127,20 @@ def test_embedded_object_and_edited_spec(tmp_path: Path) -> None:
         assert objs.calls.variable.map.info().name.startswith("skeleton.")
 
 
+def test_pinned_maps_and_constants(tmp_path: Path, pin_dir: Path) -> None:
+    core = _import(_gen(tmp_path, "core.o", "core_skel.py"))
+    with pytest.raises(ValueError, match="pass pin_path"):
+        core.load()
+    with core.load(pin_path=str(pin_dir), ret_value=9) as objs:
+        assert objs.run_syscall.run().retval == 9  # a .rodata constant set before load
+        assert objs.ret_value.get() == 9 and objs.counter.get() == 2
+        assert objs.hash_map[1] == 10
+        assert objs.pinned_map.pinned_path == str(pin_dir / "pinned_map")
+    assert (pin_dir / "pinned_map").exists()  # pins outlive the objects, as in a Collection
+    with core.load(pin_path=str(pin_dir)) as objs:  # the pin is reused
+        assert objs.run_syscall.run().retval == 7
+
+
 def test_load_refuses_another_object(tmp_path: Path) -> None:
     skel = _import(_gen(tmp_path, "skeleton.o", "skel_other.py", "--type", "event"))
     from ebpf.skeleton import StaleSkeletonError

@@ -127,15 +127,9 @@ def _default_name(file_name: str) -> str:
 
 
 def _package_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from ._version import __version__
 
-        try:
-            return version("ebpf")
-        except PackageNotFoundError:
-            return "unknown"
-    except ImportError:  # pragma: no cover - 3.8+ has importlib.metadata
-        return "unknown"
+    return __version__
 
 
 def _c_type(t: T.Type) -> str:

@@ -80,7 +80,8 @@ _BUILTINS_USED = frozenset({"int", "float", "bool", "bytes", "range", "property"
 # Names the bases give instances and classes.
 _STRUCT_NAMES = frozenset(set(dir(Struct)) | {"_fields", "_codec", "__slots__", "__dict__"})
 _OBJECTS_NAMES = frozenset(set(dir(Objects)) | {"_ebpf_owned", "_ebpf_links", "__dict__"})
-_LOAD_KEYWORDS = frozenset({"path", "spec", "pin_path", "kernel_types"})
+# load()'s own keywords, and the local its body builds the globals into.
+_LOAD_KEYWORDS = frozenset({"path", "spec", "pin_path", "kernel_types", "variables"})
 # Enumerator names IntEnum refuses or gives another meaning.
 _ENUM_RESERVED = frozenset({"name", "value", "mro"})
 

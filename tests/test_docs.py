@@ -50,6 +50,7 @@ def test_every_page_is_in_the_toctree():
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)])
 def test_examples_run(page, example_objects, monkeypatch):
     monkeypatch.chdir(example_objects)
+    monkeypatch.syspath_prepend(str(example_objects))  # modules a page generates import from there
     # A real module, as a user's script is: annotations resolve through it.
     module = types.ModuleType(f"docs_{page[:-3].replace('-', '_')}")
     monkeypatch.setitem(sys.modules, module.__name__, module)

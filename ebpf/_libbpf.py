@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import ctypes.util
+import errno as _errno
 import logging
 import os
 import threading
@@ -34,7 +35,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .errors import EBPFError, NotSupportedError, PermissionDeniedError, ENOTSUPP
 
@@ -243,42 +244,55 @@ NULL_ERRNO = "null_errno"  # pointer result; NULL means failure, errno set
 NONE = "none"  # result is a value; no error convention
 
 
-def _check_neg(name: str) -> Callable[[int, Any, Tuple[Any, ...]], int]:
-    def check(result: int, func: Any, args: Tuple[Any, ...]) -> int:
-        if result < 0:
-            raise errno_error(-result, name)
-        return result
-
-    return check
-
-
-def _check_null(name: str) -> Callable[[Any, Any, Tuple[Any, ...]], Any]:
-    def check(result: Any, func: Any, args: Tuple[Any, ...]) -> Any:
-        if not result:
-            raise errno_error(ctypes.get_errno() or 22, name)
-        return result
-
-    return check
-
-
-def errno_error(err: int, what: str) -> EBPFError:
+def errno_error(err: int, what: str, messages: Sequence[str] = ()) -> EBPFError:
     """Build the typed error for a failed libbpf/bpf() call.
 
-    libbpf's own error codes (4000+) are rendered with ``libbpf_strerror``;
-    the most recent libbpf warning, if any, is appended because it usually
-    says *which* map or program failed and why.
+    libbpf's own error codes (4000+) are rendered with ``libbpf_strerror``.
+    ``messages`` are the warnings libbpf printed during the failed call and
+    only that call (the shim's checked functions pass their own; see
+    :func:`warnings` for a sequence of calls); the last one is appended
+    because it usually says *which* map or program failed and why.
     """
     err = abs(err)
     text = strerror(err)
-    hint = last_warning()
+    hint = messages[-1] if messages else ""
     msg = f"{what}: {text}" + (f" ({hint})" if hint else "")
-    if err == 1:  # EPERM from bpf() is nearly always missing capabilities
+    if err == _errno.EPERM:  # from bpf() nearly always missing capabilities
         return PermissionDeniedError(msg + " (bpf() needs CAP_BPF, plus CAP_PERFMON/CAP_NET_ADMIN for some types, or CAP_SYS_ADMIN)", err)
-    if err == 13:
+    if err == _errno.EACCES:
         return PermissionDeniedError(msg, err)
-    if err in (95, ENOTSUPP):  # EOPNOTSUPP
+    if err in (_errno.EOPNOTSUPP, ENOTSUPP):
         return NotSupportedError(what, errno=err, detail=text + (f" ({hint})" if hint else ""))
     return EBPFError(msg, err)
+
+
+def _checked(name: str, fn: Any, conv: str) -> Callable[..., Any]:
+    """``fn`` with its error convention applied: a failure raises the typed
+    error, carrying the libbpf warnings this thread saw during this very call.
+
+    The success path costs one read of the warning counter and uses only
+    what this closure holds, so handles may call it from their finalizers
+    at interpreter shutdown.
+    """
+    counter = _printed_count
+    since = _printed_since
+    get_errno = ctypes.get_errno
+    make_error = errno_error
+    neg = conv == NEG_ERRNO
+    einval = _errno.EINVAL
+
+    def call(*args: Any) -> Any:
+        start = counter[0]
+        result = fn(*args)
+        if neg:
+            if result < 0:
+                raise make_error(-result, name, since(start))
+        elif not result:
+            raise make_error(get_errno() or einval, name, since(start))
+        return result
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 # --------------------------------------------------------------------------
@@ -444,7 +458,7 @@ def _load() -> ctypes.CDLL:
             return _CDLL
         path = _library_path()
         try:
-            lib = ctypes.CDLL(path, use_errno=True)
+            cdll = ctypes.CDLL(path, use_errno=True)
         except OSError as exc:
             _load_error = exc
             raise NotSupportedError(
@@ -453,7 +467,7 @@ def _load() -> ctypes.CDLL:
             ) from None
         for name, (restype, argtypes, conv, since) in SIGNATURES.items():
             try:
-                fn = getattr(lib, name)
+                fn = getattr(cdll, name)
             except AttributeError:
                 if since is None and name not in _OPTIONAL_IN_1X:
                     raise NotSupportedError(
@@ -463,14 +477,15 @@ def _load() -> ctypes.CDLL:
                 continue
             fn.restype = restype
             fn.argtypes = argtypes
-            if conv == NEG_ERRNO:
-                fn.errcheck = _check_neg(name)
-            elif conv == NULL_ERRNO:
-                fn.errcheck = _check_null(name)
+            if conv in (NEG_ERRNO, NULL_ERRNO):
+                fn = _checked(name, fn, conv)
             _FUNCS[name] = fn
-        _CDLL = lib
-        _install_print_callback(lib)
-        return lib
+            # Resolved once here, so that lib.<name> never needs __getattr__
+            # (and its module globals) again, not even at shutdown.
+            lib.__dict__.setdefault(name, fn)
+        _CDLL = cdll
+        _install_print_callback(cdll)
+        return cdll
 
 
 # Symbols that some 1.x releases lack; absence must degrade, not fail import.
@@ -491,8 +506,6 @@ class _Lib:
         if fn is None:
             since = _MISSING.get(name)
             raise NotSupportedError(f"libbpf function {name}", min_libbpf=since)
-        # Cache on the instance so later lookups skip __getattr__.
-        setattr(self, name, fn)
         return fn
 
 
@@ -561,10 +574,14 @@ def version_string() -> str:
     return (lib.libbpf_version_string() or b"").decode()
 
 
+# libbpf's own error codes (enum libbpf_errno) start here.
+LIBBPF_ERRNO_START = 4000
+
+
 def strerror(err: int) -> str:
     """libbpf's text for an errno or one of its own (4000+) error codes."""
     err = abs(err)
-    if err < 4000:
+    if err < LIBBPF_ERRNO_START:
         return os.strerror(err)
     try:
         buf = ctypes.create_string_buffer(128)
@@ -584,15 +601,17 @@ def num_possible_cpus() -> int:
 _NCPUS: Optional[int] = None
 
 # --------------------------------------------------------------------------
-# libbpf's print callback → logging.  The last warnings are kept so that an
-# error can say what libbpf complained about (it usually names the culprit).
+# libbpf's print callback -> logging.  libbpf prints from the thread that
+# called it, so warnings are collected per thread: each checked call keeps
+# the ones printed while it ran (its error carries only those), and
+# :func:`warnings` returns what this thread saw since :func:`clear_warnings`,
+# for callers that decode a failed sequence of calls themselves (a load).
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _vsnprintf = _libc.vsnprintf
 _vsnprintf.argtypes = [c_void_p, c_size_t, c_char_p, c_void_p]
 _vsnprintf.restype = c_int
 
-_RECENT: Deque[str] = collections.deque(maxlen=32)
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 # libbpf guesses at causes that do not apply here; they are logged but kept
@@ -600,6 +619,31 @@ _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 # memory cgroup, not RLIMIT_MEMLOCK, and every supported host is newer; and
 # CONFIG_BPF_SYSCALL is evidently set when bpf() answered at all.
 _MISLEADING = ("ulimit -l", "RLIMIT_MEMLOCK", "CONFIG_BPF_SYSCALL")
+
+
+class _ThreadMessages(threading.local):
+    """libbpf's warnings since this thread's last clear_warnings() (bounded:
+    a failed load can print thousands of verifier lines)."""
+
+    def __init__(self) -> None:
+        self.recent: Deque[str] = collections.deque(maxlen=32)
+
+
+_thread_messages = _ThreadMessages()
+
+# Every kept warning of every thread, numbered, so that a failed call can
+# take those printed in its own thread after the number it started at.
+# libbpf prints synchronously in the calling thread; the lock only orders
+# the numbering of threads printing at once.
+_printed: Deque[Tuple[int, int, str]] = collections.deque(maxlen=256)  # (number, thread, text)
+_printed_count = [0]
+_printed_lock = threading.Lock()
+
+
+def _printed_since(start: int) -> List[str]:
+    """This thread's warnings numbered after ``start``."""
+    me = threading.get_ident()
+    return [text for n, tid, text in list(_printed) if n > start and tid == me]
 
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
@@ -612,7 +656,10 @@ def _on_print(level: int, fmt: bytes, args: int) -> int:
         _vsnprintf(buf, len(buf), fmt, args)
         text = buf.value.decode(errors="replace").rstrip("\n")
         if keep and not any(m in text for m in _MISLEADING):
-            _RECENT.append(text)
+            _thread_messages.recent.append(text)
+            with _printed_lock:
+                n = _printed_count[0] = _printed_count[0] + 1
+                _printed.append((n, threading.get_ident(), text))
         log.log(pylevel, "%s", text)
     except Exception:  # never let an exception cross back into C
         pass
@@ -630,16 +677,20 @@ def _install_print_callback(cdll: ctypes.CDLL) -> None:
 
 
 def clear_warnings() -> None:
-    _RECENT.clear()
+    """Start collecting this thread's libbpf warnings afresh (before a
+    sequence of calls whose failure the caller decodes, such as a load)."""
+    _thread_messages.recent.clear()
 
 
 def warnings() -> list:
-    """libbpf warnings since the last :func:`clear_warnings`."""
-    return list(_RECENT)
+    """libbpf warnings printed in this thread since its last :func:`clear_warnings`."""
+    return list(_thread_messages.recent)
 
 
 def last_warning() -> str:
-    return _RECENT[-1] if _RECENT else ""
+    """The last of :func:`warnings`, or ``""``."""
+    recent = _thread_messages.recent
+    return recent[-1] if recent else ""
 
 
 # --------------------------------------------------------------------------
@@ -653,7 +704,7 @@ def raw_syscall(nr: int, *args: Any) -> int:
     """``syscall(2)``; returns the result or raises the typed errno error."""
     ret = _syscall(ctypes.c_long(nr), *args)
     if ret < 0:
-        raise errno_error(ctypes.get_errno(), f"syscall {nr}")
+        raise errno_error(ctypes.get_errno() or _errno.EINVAL, f"syscall {nr}")
     return int(ret)
 
 
@@ -681,6 +732,201 @@ char_array = c_char
 # -- maps and marshalling --
 
 # -- links, info, features --
+#
+# Each takes and returns plain Python values.  Those that release something
+# (detach, unregister) bind ``lib`` as a default argument: handles call them
+# from finalizers, which may run at interpreter shutdown.
+
+_BPF_F_REPLACE = 1 << 2
+
+
+def obj_get_info(fd: int, info: Any) -> Any:
+    """``BPF_OBJ_GET_INFO_BY_FD`` into ``info``, a kernel ``bpf_*_info``
+    struct (fields set beforehand are the kernel's in/out buffers)."""
+    size = c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    return info
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int, *, flags: int = 0, cookie: int = 0,
+                target_btf_id: int = 0, iter_info: Any = None) -> int:
+    """``bpf_link_create``: the new link's fd.  ``iter_info`` is a
+    ``union bpf_iter_link_info`` (``ebpf._syscall``) for iterators."""
+    opts = bpf_link_create_opts(flags=flags, target_btf_id=target_btf_id)
+    if cookie:
+        opts.set_cookie(cookie)
+    if iter_info is not None:
+        opts.iter_info = ctypes.addressof(iter_info)
+        opts.iter_info_len = ctypes.sizeof(iter_info)
+    return int(lib.bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts)))
+
+
+def kprobe_multi_link_create(prog_fd: int, attach_type: int, *, symbols: Optional[Sequence[bytes]] = None,
+                             addresses: Optional[Sequence[int]] = None, cookies: Optional[Sequence[int]] = None,
+                             flags: int = 0) -> int:
+    """``bpf_link_create`` of a kprobe.multi link on ``symbols`` (names) or
+    ``addresses``, one optional cookie each."""
+    opts = bpf_link_create_opts()
+    opts.kprobe_multi_flags = flags
+    keep: List[Any] = []
+    if symbols is not None:
+        syms = (c_char_p * len(symbols))(*symbols)
+        keep.append(syms)
+        opts.kprobe_multi_cnt = len(symbols)
+        opts.kprobe_multi_syms = ctypes.addressof(syms)
+    elif addresses is not None:
+        addrs = (ctypes.c_ulong * len(addresses))(*addresses)
+        keep.append(addrs)
+        opts.kprobe_multi_cnt = len(addresses)
+        opts.kprobe_multi_addrs = ctypes.addressof(addrs)
+    if cookies is not None:
+        arr = (c_uint64 * len(cookies))(*cookies)
+        keep.append(arr)
+        opts.kprobe_multi_cookies = ctypes.addressof(arr)
+    fd = int(lib.bpf_link_create(prog_fd, 0, attach_type, ctypes.byref(opts)))
+    del keep  # the arrays had to outlive the call
+    return fd
+
+
+def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: Optional[int] = None) -> None:
+    """``BPF_LINK_UPDATE``; with ``old_prog_fd`` only if that program is attached."""
+    opts = bpf_link_update_opts()
+    if old_prog_fd is not None:
+        opts.flags = _BPF_F_REPLACE
+        opts.old_prog_fd = old_prog_fd
+    lib.bpf_link_update(link_fd, new_prog_fd, ctypes.byref(opts))
+
+
+def link_detach(link_fd: int) -> None:
+    lib.bpf_link_detach(link_fd)
+
+
+def link_get_fd_by_id(link_id: int) -> int:
+    return int(lib.bpf_link_get_fd_by_id(link_id))
+
+
+def btf_get_fd_by_id(btf_id: int) -> int:
+    return int(lib.bpf_btf_get_fd_by_id(btf_id))
+
+
+def iter_create(link_fd: int) -> int:
+    """``BPF_ITER_CREATE``: an fd that reads one walk of the iterator."""
+    return int(lib.bpf_iter_create(link_fd))
+
+
+def raw_tracepoint_open(name: Optional[bytes], prog_fd: int) -> int:
+    """``BPF_RAW_TRACEPOINT_OPEN``; ``None`` attaches a tracing program to the
+    target it was loaded for."""
+    return int(lib.bpf_raw_tracepoint_open(name, prog_fd))
+
+
+def prog_attach(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0, replace_prog_fd: int = 0) -> None:
+    """Legacy ``BPF_PROG_ATTACH`` (cgroups)."""
+    opts = bpf_prog_attach_opts(flags=flags, replace_prog_fd=replace_prog_fd)
+    lib.bpf_prog_attach_opts(prog_fd, target_fd, attach_type, ctypes.byref(opts))
+
+
+def prog_detach(prog_fd: int, target_fd: int, attach_type: int, _lib: Any = lib) -> None:
+    """``BPF_PROG_DETACH`` of one program (finalizer-safe)."""
+    _lib.bpf_prog_detach2(prog_fd, target_fd, attach_type)
+
+
+def prog_query(target_fd: int, attach_type: int, max_ids: int = 64) -> List[int]:
+    """Ids of the programs attached at ``attach_type`` of ``target_fd``."""
+    ids = (c_uint32 * max_ids)()
+    cnt = c_uint32(max_ids)
+    flags = c_uint32()
+    lib.bpf_prog_query(target_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt))
+    return list(ids[: min(cnt.value, max_ids)])
+
+
+def tc_hook_create(ifindex: int, attach_point: int) -> None:
+    """The ``clsact`` qdisc of an interface (EEXIST when it has one)."""
+    lib.bpf_tc_hook_create(ctypes.byref(bpf_tc_hook(ifindex=ifindex, attach_point=attach_point)))
+
+
+def tc_hook_destroy(ifindex: int, attach_point: int) -> None:
+    lib.bpf_tc_hook_destroy(ctypes.byref(bpf_tc_hook(ifindex=ifindex, attach_point=attach_point)))
+
+
+def tc_attach(ifindex: int, attach_point: int, prog_fd: int, handle: int, priority: int,
+              flags: int = 0) -> Tuple[int, int, int]:
+    """A direct-action cls_bpf filter: its (handle, priority, program id)."""
+    hook = bpf_tc_hook(ifindex=ifindex, attach_point=attach_point)
+    opts = bpf_tc_opts(prog_fd=prog_fd, handle=handle, priority=priority, flags=flags)
+    lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+    return int(opts.handle), int(opts.priority), int(opts.prog_id)
+
+
+def tc_detach(ifindex: int, attach_point: int, handle: int, priority: int, _lib: Any = lib,
+              _hook: Any = bpf_tc_hook, _opts: Any = bpf_tc_opts) -> None:
+    """Delete one tc filter (finalizer-safe)."""
+    _lib.bpf_tc_detach(_hook(ifindex=ifindex, attach_point=attach_point), _opts(handle=handle, priority=priority))
+
+
+def tc_query(ifindex: int, attach_point: int, handle: int, priority: int) -> int:
+    """The id of the program in one tc filter."""
+    hook = bpf_tc_hook(ifindex=ifindex, attach_point=attach_point)
+    opts = bpf_tc_opts(handle=handle, priority=priority)
+    lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+    return int(opts.prog_id)
+
+
+_KEY0 = bytes(4)
+
+
+def struct_ops_register(map_fd: int, value: bytes) -> int:
+    """Write a struct_ops map's value (key 0): 0 or -errno."""
+    return int(lib.bpf_map_update_elem(map_fd, _KEY0, value, 0))
+
+
+def struct_ops_unregister(map_fd: int, _lib: Any = lib, _key: bytes = _KEY0) -> int:
+    """Delete a struct_ops map's value: 0 or -errno (finalizer-safe)."""
+    return int(_lib.bpf_map_delete_elem(map_fd, _key))
+
+
+def probe_prog_type(prog_type: int) -> int:
+    """libbpf's probe: 1 if the type loads, 0 if not, -errno."""
+    return int(lib.libbpf_probe_bpf_prog_type(prog_type, None))
+
+
+def probe_map_type(map_type: int) -> int:
+    """libbpf's probe: 1 if the type can be created, 0 if not, -errno."""
+    return int(lib.libbpf_probe_bpf_map_type(map_type, None))
+
+
+def find_vmlinux_btf_id(name: str, attach_type: int) -> int:
+    """The id of ``name`` in the kernel's BTF as ``attach_type`` names it
+    (``bpf_iter_`` prefix for iterators, and so on)."""
+    return int(lib.libbpf_find_vmlinux_btf_id(name.encode(), attach_type))
+
+
+def prog_load_probe(prog_type: int, insns: bytes, *, expected_attach_type: int = 0, attach_btf_id: int = 0,
+                    log_size: int = 4096) -> Tuple[int, str]:
+    """Load ``insns`` as a GPL program, verifier log on: (fd or -errno, log)."""
+    log_buf = ctypes.create_string_buffer(log_size)
+    opts = bpf_prog_load_opts(expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id, log_level=1,
+                              log_size=log_size, log_buf=ctypes.addressof(log_buf))
+    fd = int(lib.bpf_prog_load(prog_type, None, b"GPL", insns, len(insns) // 8, ctypes.byref(opts)))
+    return fd, log_buf.value.decode(errors="replace")
+
+
+def map_create_probe(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int = 0,
+                     name: Optional[bytes] = None) -> int:
+    """``bpf_map_create`` for a feature probe: the fd (the caller closes it)."""
+    opts = bpf_map_create_opts(map_flags=flags)
+    return int(lib.bpf_map_create(map_type, name, key_size, value_size, max_entries, ctypes.byref(opts)))
+
+
+def batch_lookup_probe(map_fd: int) -> int:
+    """One ``BPF_MAP_LOOKUP_BATCH`` of one 4-byte entry: 0 or -errno."""
+    keys = ctypes.create_string_buffer(4)
+    values = ctypes.create_string_buffer(4)
+    out = ctypes.create_string_buffer(8)
+    count = c_uint32(1)
+    opts = bpf_map_batch_opts()
+    return int(lib.bpf_map_lookup_batch(map_fd, None, out, keys, values, ctypes.byref(count), ctypes.byref(opts)))
+
 
 # -- btf (dumping, validation) --
 

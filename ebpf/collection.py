@@ -472,7 +472,7 @@ class _Loader:
                         f"the program accesses): " + "; ".join(core),
                     )
                 raise exc
-        raise _libbpf.errno_error(err, "loading collection" + (f": {hint}" if hint and hint not in _libbpf.last_warning() else ""))
+        raise _libbpf.errno_error(err, "loading collection" + (f": {hint}" if hint and hint not in _libbpf.last_warning() else ""), warnings)
 
     # -- taking ownership ------------------------------------------------------
 

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
 
+from ._handle import Handle
 from .errors import ClosedError
 
 if TYPE_CHECKING:  # asyncio is imported by the async methods, when used
@@ -98,12 +99,14 @@ class Poller:
                 pass
 
 
-class EventReader:
+class EventReader(Handle):
     """Shared behaviour of the ring buffer and perf buffer readers.
 
     Subclasses set ``_poller`` and implement ``_drain(out, limit)`` (take up
     to ``limit`` records without blocking, append them to ``out``, return
-    how many) and ``_free()`` (release rings and fds; called once).
+    how many) and ``_free()`` (release rings and fds; called once).  The
+    life cycle (close once from any thread, context manager, finalizer) is
+    :class:`ebpf._handle.Handle`'s.
     """
 
     _kind = "reader"
@@ -118,10 +121,10 @@ class EventReader:
         self._lock = threading.Lock()
         # Records taken out of the ring by read() but not returned yet.
         self._pending: Iterator[Any] = iter(())
-        self._closed = False
         self._freed = False
         self._waiters = 0
         self._async_waiting = False
+        Handle.__init__(self)
 
     # -- subclass interface --------------------------------------------------
 
@@ -137,10 +140,6 @@ class EventReader:
 
     # -- closing -------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Release the reader.  Safe from any thread and more than once.
 
@@ -149,30 +148,33 @@ class EventReader:
         from the ring but not yet returned by :meth:`read` are dropped: call
         :meth:`flush` first to keep them.
         """
-        lock = getattr(self, "_lock", None)
-        if lock is None:  # __init__ failed before the state existed
-            return
-        with lock:
-            if self._closed:
-                return
-            self._closed = True
+        Handle.close(self)
+
+    def _release(self) -> None:
+        # closed is set already; a waiter that wakes frees the rings on its
+        # way out if it is the last (_leave_wait), else this does.
+        with self._lock:
             self._pending = iter(())
             self._pending_left = False
+            if self._freed:
+                return
             if self._poller is not None:
                 self._poller.interrupt()
             if self._waiters == 0:
                 self._free_once()
 
-    def _free_once(self) -> None:
+    def _finalize(self) -> None:
+        # Nobody can be waiting on an unreachable reader: free what is left.
+        # _free() only uses what it bound at construction (no module
+        # globals), so this is safe at interpreter shutdown.
         if not self._freed:
             self._freed = True
             self._free()
 
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def _free_once(self) -> None:
+        if not self._freed:
+            self._freed = True
+            self._free()
 
     def fileno(self) -> int:
         """The epoll fd: readable when a ring may hold records (for select/asyncio)."""
@@ -406,20 +408,6 @@ class EventReader:
             for chunk in chunks:
                 for record in chunk:
                     yield record
-
-    # -- finalizer -------------------------------------------------------------
-
-    def __del__(self) -> None:
-        # Nobody can be waiting on an unreachable reader; free what is left.
-        # _free() only uses what it bound at construction (no module
-        # globals), so this is safe at interpreter shutdown.
-        try:
-            if not getattr(self, "_freed", True):
-                self._closed = True
-                self._freed = True
-                self._free()
-        except Exception:
-            pass
 
 
 def _limit(max_records: Optional[int]) -> int:

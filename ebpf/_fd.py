@@ -2,7 +2,8 @@
 
 An :class:`FDOwner` owns exactly one kernel handle: ``close()`` releases it
 once, the object is a context manager, and the finalizer is safe at
-interpreter shutdown (it touches no module globals).
+interpreter shutdown (it touches no module globals).  The life cycle is
+:class:`ebpf._handle.Handle`'s; the release is closing the fd.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import os
 import stat
 from typing import Any, Optional
 
+from ._handle import Handle
 from .errors import ClosedError, PinError
 
 BPF_FS_MAGIC = 0xCAFE4A11
 
 
-class FDOwner:
+class FDOwner(Handle):
     """Base class of objects that own one bpf file descriptor."""
 
     _kind = "object"
@@ -25,6 +27,7 @@ class FDOwner:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pinned_path: Optional[str] = None
+        Handle.__init__(self)
 
     @property
     def fd(self) -> int:
@@ -40,9 +43,13 @@ class FDOwner:
 
     def close(self) -> None:
         """Release the file descriptor; calling it again does nothing."""
+        Handle.close(self)
+
+    def _release(self, _close: Any = os.close) -> None:
+        # Default-argument binding keeps os.close reachable during shutdown.
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            os.close(fd)
+            _close(fd)
 
     def detach_fd(self) -> int:
         """Give up ownership of the fd and return it (the caller must close it)."""
@@ -52,19 +59,6 @@ class FDOwner:
 
     def __enter__(self) -> Any:
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self, _close: Any = os.close) -> None:
-        # Default-argument binding keeps os.close reachable during shutdown.
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            self._fd = -1
-            try:
-                _close(fd)
-            except Exception:
-                pass
 
     def _dup(self) -> int:
         return os.dup(self.fd)

@@ -329,8 +329,7 @@ class Reader(EventReader):
                 raise EBPFError(f"perf.Reader: no CPU ring could be opened for map {map.name!r}")
             self.resume()
         except BaseException:
-            self._closed = True
-            self._free_once()
+            self.close()
             raise
 
     @property

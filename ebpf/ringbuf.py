@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
 
 from . import _libbpf
 from ._epoll import EventReader, Poller, close_all
+from ._handle import Handle
 from .errors import ClosedError, InvalidObjectError, MarshalError
 from .types import MapType
 
@@ -378,8 +379,7 @@ class Reader(EventReader):
                 codec = value_codec(value_type if value_type is not None else m.spec.value)
                 self._rings.append(ring_cls(fd, size, i, _Decoders(codec) if codec is not None else None))
         except BaseException:
-            self._closed = True
-            self._free_once()
+            self.close()
             raise
 
     @property
@@ -428,7 +428,7 @@ class Reader(EventReader):
         return f"<ringbuf.Reader {names} {'closed' if self._closed else self.backend}>"
 
 
-class Writer:
+class Writer(Handle):
     """Writes samples into a ``BPF_MAP_TYPE_USER_RINGBUF`` map, for BPF
     programs that consume them with ``bpf_user_ringbuf_drain()``.
 
@@ -444,18 +444,16 @@ class Writer:
 
     def __init__(self, map: Any) -> None:
         self._lock = threading.Lock()
-        self._freed = True
-        self._closing = False
         size = _check_map(map, MapType.USER_RINGBUF, "ringbuf.Writer")
         self._map = map
         self.size = size
         self._mask = size - 1
         page = self._page = mmap.PAGESIZE
-        self._fd = os.dup(map.fd)
         self._ep: Optional[Any] = None
         self._cons_mm = self._data_mm = None
         self._views: List[memoryview] = []
-        self._freed = False
+        self._fd = os.dup(map.fd)
+        Handle.__init__(self)
         try:
             # The kernel owns the consumer page: read-only for us.
             self._cons_mm = _mmap(self._fd, page, mmap.PROT_READ, 0, "user ring buffer consumer page")
@@ -472,17 +470,12 @@ class Writer:
             raise
 
     @property
-    def closed(self) -> bool:
-        return self._freed
-
-    @property
     def map(self) -> Any:
         return self._map
 
     def free_bytes(self) -> int:
         """Bytes the producer may still use (headers included)."""
-        if self._freed:
-            raise ClosedError(self._kind)
+        self._check_open()
         return self.size - (self._prod - self._cons_q[0])
 
     def _record_size(self, n: int) -> int:
@@ -500,7 +493,7 @@ class Writer:
             # The kernel signals EPOLLOUT when a drain freed room; poll in
             # slices too, since a drain with BPF_RB_NO_WAKEUP signals nothing.
             self._ep.poll(0.05 if left is None else min(left, 0.05))  # type: ignore[union-attr]
-            if self._closing:
+            if self._closed:
                 raise ClosedError(self._kind)
         return True
 
@@ -522,8 +515,7 @@ class Writer:
         fewer than given when the ring stayed full for ``timeout`` seconds."""
         blobs = [bytes(s) for s in samples]
         with self._lock:
-            if self._freed or self._closing:
-                raise ClosedError(self._kind)
+            self._check_open()
             for b in blobs:
                 self._record_size(len(b))
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -557,13 +549,12 @@ class Writer:
         """Unmap the ring and close the writer's fds (samples already
         written stay in the ring for the kernel).  A write waiting for room
         in another thread raises :class:`~ebpf.errors.ClosedError`."""
-        if getattr(self, "_freed", True):
-            return
-        self._closing = True
-        with self._lock:  # a waiting write notices _closing within 50 ms
-            if self._freed:
-                return
-            self._freed = True
+        Handle.close(self)
+
+    def _release(self, _close: Callable[[int], None] = os.close) -> None:
+        # closed is set already: a waiting write notices within 50 ms and
+        # lets go of the lock.
+        with self._lock:
             for v in self._views:
                 v.release()
             self._views = []
@@ -573,31 +564,7 @@ class Writer:
             if self._ep is not None:
                 self._ep.close()
             fd, self._fd = self._fd, -1
-            if fd >= 0:
-                os.close(fd)
-
-    def __enter__(self) -> "Writer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
-        if getattr(self, "_freed", True):
-            return
-        self._freed = True
-        try:
-            for v in self._views:
-                v.release()
-            for mm in (self._data_mm, self._cons_mm):
-                if mm is not None:
-                    mm.close()
-            if self._ep is not None:
-                self._ep.close()
-            if self._fd >= 0:
-                _close(self._fd)
-        except Exception:
-            pass
+            _close(fd)
 
     def __repr__(self) -> str:
-        return f"<ringbuf.Writer {self._map.name!r} {'closed' if self._freed else f'size={self.size}'}>"
+        return f"<ringbuf.Writer {self._map.name!r} {'closed' if self._closed else f'size={self.size}'}>"

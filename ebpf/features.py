@@ -9,11 +9,12 @@ callers and tests can skip on the exception.
 from __future__ import annotations
 
 import copy
-import ctypes
+import errno
 import functools
 import os
 from typing import Optional, Union
 
+from . import _libbpf
 from ._privilege import bpf_privileged, load_refusal
 from .errors import EBPFError, KernelPolicyError, NotSupportedError, PermissionDeniedError
 from .types import AttachType, MapType, ProgramType
@@ -63,8 +64,6 @@ _PROG_ATTACH = {
     ProgramType.SK_LOOKUP: AttachType.SK_LOOKUP,
 }
 
-_EOPNOTSUPP = 95
-
 # TRACING programs that need neither fentry nor a particular function:
 # (attach type, target).
 _TRACING_PROBES = (
@@ -77,30 +76,28 @@ _TRACING_PROBES = (
 def _unprivileged(what: str) -> Optional[EBPFError]:
     if bpf_privileged():
         return None
-    return PermissionDeniedError(f"probing {what}: operation not permitted (needs CAP_BPF or CAP_SYS_ADMIN)", 1)
+    return PermissionDeniedError(f"probing {what}: operation not permitted (needs CAP_BPF or CAP_SYS_ADMIN)",
+                                 errno.EPERM)
 
 
 @functools.lru_cache(maxsize=None)
 def _probe_map(t: int) -> Optional[EBPFError]:
     """None when maps of type ``t`` can be created, else the error to raise."""
-    from . import _libbpf
-
     name = MapType(t).name if t in MapType._value2member_map_ else str(t)
     what = f"map type {name}"
     since = _MAP_SINCE.get(t)  # type: ignore[call-overload]
-    result = int(_libbpf.lib.libbpf_probe_bpf_map_type(t, None))
+    result = _libbpf.probe_map_type(t)
     if result == 1:
         return None
-    if result != -_EOPNOTSUPP:
+    if result != -errno.EOPNOTSUPP:
         return _unprivileged(what) or NotSupportedError(what, min_kernel=since)
     # libbpf does not know the type (newer than the installed release):
     # ask the kernel.  EINVAL/E2BIG mean it does not know it either.
     key, value, entries, flags = _MAP_ATTRS.get(t, (4, 4, 1, 0))  # type: ignore[call-overload]
-    opts = _libbpf.bpf_map_create_opts(map_flags=flags)
     try:
-        fd = _libbpf.lib.bpf_map_create(t, None, key, value, entries, ctypes.byref(opts))
+        fd = _libbpf.map_create_probe(t, key, value, entries, flags)
     except EBPFError as exc:
-        if exc.errno in (1, 13):
+        if exc.errno in (errno.EPERM, errno.EACCES):
             return _unprivileged(what) or NotSupportedError(what, min_kernel=since, errno=exc.errno,
                                                             detail="refused with EPERM")
         return NotSupportedError(what, min_kernel=since, errno=exc.errno)
@@ -111,13 +108,11 @@ def _probe_map(t: int) -> Optional[EBPFError]:
 @functools.lru_cache(maxsize=None)
 def _probe_prog(t: int) -> Optional[EBPFError]:
     """None when programs of type ``t`` load, else the error to raise."""
-    from . import _libbpf
-
     ptype = ProgramType(t) if t in ProgramType._value2member_map_ else t
     name = getattr(ptype, "name", str(t))
     what = f"program type {name}"
     since = _PROG_SINCE.get(t)  # type: ignore[call-overload]
-    result = int(_libbpf.lib.libbpf_probe_bpf_prog_type(t, None))
+    result = _libbpf.probe_prog_type(t)
     if result == 1:
         return None
     if t == ProgramType.TRACING:
@@ -125,7 +120,7 @@ def _probe_prog(t: int) -> Optional[EBPFError]:
         # refuses while tp_btf and iterators (the same type) load.
         for attach, target in _TRACING_PROBES:
             try:
-                btf_id = int(_libbpf.lib.libbpf_find_vmlinux_btf_id(target.encode(), int(attach)))
+                btf_id = _libbpf.find_vmlinux_btf_id(target, int(attach))
             except EBPFError:
                 continue
             fd, _ = _load_traced(int(attach), btf_id)
@@ -134,18 +129,14 @@ def _probe_prog(t: int) -> Optional[EBPFError]:
                 return None
         return NotSupportedError(what, min_kernel=since)
     attach = _PROG_ATTACH.get(t, AttachType.NONE)  # type: ignore[call-overload]
-    log = ctypes.create_string_buffer(4096)
-    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=int(attach), log_level=1, log_size=len(log),
-                                      log_buf=ctypes.addressof(log))
-    fd = int(_libbpf.lib.bpf_prog_load(t, None, b"GPL", _RET0, 2, ctypes.byref(opts)))
+    fd, text = _libbpf.prog_load_probe(t, _RET0, expected_attach_type=int(attach))
     if fd >= 0:
         os.close(fd)
         return None
-    text = log.value.decode(errors="replace")
     refused = load_refusal("probe", ptype, -fd, text, attach_type=attach)
     if refused is not None:
         return refused
-    if result == -_EOPNOTSUPP and text.strip():
+    if result == -errno.EOPNOTSUPP and text.strip():
         return None  # a type libbpf does not know, which the verifier did look at
     return NotSupportedError(what, min_kernel=since, errno=-fd)
 
@@ -159,21 +150,13 @@ _NO_HELPER = ("unknown func ", "invalid func ", "cannot use helper", "helper cal
 @functools.lru_cache(maxsize=None)
 def _probe_helper(t: int, helper: int) -> int:
     """1 if programs of type ``t`` may call ``helper``, 0 if not, -errno."""
-    import ctypes
-
-    from . import _libbpf
-
     # call helper; r0 = 0; exit -- argument checks come after the verifier
     # has resolved the helper, so any other complaint means "present".
-    insns = bytes([0x85, 0, 0, 0]) + int(helper).to_bytes(4, "little")
-    insns += bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
-    log = ctypes.create_string_buffer(64 * 1024)
-    opts = _libbpf.bpf_prog_load_opts(log_level=1, log_size=len(log), log_buf=ctypes.addressof(log))
-    fd = _libbpf.lib.bpf_prog_load(t, None, b"GPL", insns, len(insns) // 8, ctypes.byref(opts))
+    insns = bytes([0x85, 0, 0, 0]) + int(helper).to_bytes(4, "little") + _RET0
+    fd, text = _libbpf.prog_load_probe(t, insns, log_size=64 * 1024)
     if fd >= 0:
         os.close(fd)
         return 1
-    text = log.value.decode(errors="replace")
     if any(m in text for m in _NO_HELPER):
         return 0
     if not text:
@@ -187,9 +170,10 @@ def _verdict(result: int, what: str, since: Union[str, None]) -> bool:
     if result == 0:
         raise NotSupportedError(what, min_kernel=since)
     err = -result
-    if err in (1, 13):
+    if err in (errno.EPERM, errno.EACCES):
         raise PermissionDeniedError(f"probing {what}: {os.strerror(err)} (needs CAP_BPF/CAP_SYS_ADMIN)", err)
-    raise NotSupportedError(what, min_kernel=since, errno=err, detail=os.strerror(err) if err < 4000 else "")
+    raise NotSupportedError(what, min_kernel=since, errno=err,
+                            detail=os.strerror(err) if err < _libbpf.LIBBPF_ERRNO_START else "")
 
 
 def _raise(error: Optional[EBPFError]) -> bool:
@@ -234,13 +218,10 @@ def object_names_supported() -> bool:
     Used for name fallback: on kernels without it names are dropped, never
     the load.
     """
-    from . import _libbpf
-
-    opts = _libbpf.bpf_map_create_opts()
     try:
-        fd = _libbpf.lib.bpf_map_create(int(MapType.ARRAY), b"feature_probe", 4, 4, 1, ctypes.byref(opts))
+        fd = _libbpf.map_create_probe(int(MapType.ARRAY), 4, 4, 1, name=b"feature_probe")
     except EBPFError as exc:
-        if exc.errno == 22:
+        if exc.errno == errno.EINVAL:
             return False
         raise
     os.close(fd)
@@ -250,18 +231,10 @@ def object_names_supported() -> bool:
 @functools.lru_cache(maxsize=None)
 def have_batch_api() -> bool:
     """Whether BPF_MAP_LOOKUP_BATCH works (5.6+)."""
-    from . import _libbpf
-
-    opts = _libbpf.bpf_map_create_opts()
-    fd = _libbpf.lib.bpf_map_create(int(MapType.ARRAY), None, 4, 4, 1, ctypes.byref(opts))
+    fd = _libbpf.map_create_probe(int(MapType.ARRAY), 4, 4, 1)
     try:
-        keys = ctypes.create_string_buffer(4)
-        vals = ctypes.create_string_buffer(4)
-        out = ctypes.create_string_buffer(8)
-        n = ctypes.c_uint32(1)
-        bopts = _libbpf.bpf_map_batch_opts()
-        ret = _libbpf.lib.bpf_map_lookup_batch(fd, None, out, keys, vals, ctypes.byref(n), ctypes.byref(bopts))
-        return ret >= 0 or -ret == 2
+        ret = _libbpf.batch_lookup_probe(fd)
+        return ret >= 0 or -ret == errno.ENOENT  # ENOENT: the walk is over, which it is
     finally:
         os.close(fd)
 
@@ -273,14 +246,11 @@ _FENTRY_PROBE_TARGETS = ("bpf_fentry_test1", "bpf_modify_return_test", "do_nanos
 
 @functools.lru_cache(maxsize=None)
 def _probe_tracing() -> Optional[EBPFError]:
-    from . import _libbpf
-
-    lib = _libbpf.lib
     feature = "tracing programs (fentry/fexit/fmod_ret/freplace/LSM)"
     btf_id, target = 0, ""
     for name in _FENTRY_PROBE_TARGETS:
         try:
-            btf_id = int(lib.libbpf_find_vmlinux_btf_id(name.encode(), int(AttachType.TRACE_FENTRY)))
+            btf_id = _libbpf.find_vmlinux_btf_id(name, int(AttachType.TRACE_FENTRY))
         except EBPFError:
             continue
         target = name
@@ -306,13 +276,8 @@ def _probe_tracing() -> Optional[EBPFError]:
 def _load_traced(attach_type: int, btf_id: int) -> "tuple[int, str]":
     """Load ``r0 = 0; exit`` as a TRACING program on ``btf_id``: (fd or
     -errno, verifier log)."""
-    from . import _libbpf
-
-    log = ctypes.create_string_buffer(4096)
-    opts = _libbpf.bpf_prog_load_opts(expected_attach_type=attach_type, attach_btf_id=btf_id, log_level=1,
-                                      log_size=len(log), log_buf=ctypes.addressof(log))
-    fd = int(_libbpf.lib.bpf_prog_load(int(ProgramType.TRACING), None, b"GPL", _RET0, 2, ctypes.byref(opts)))
-    return fd, log.value.decode(errors="replace")
+    return _libbpf.prog_load_probe(int(ProgramType.TRACING), _RET0, expected_attach_type=attach_type,
+                                   attach_btf_id=btf_id)
 
 
 def have_tracing_programs() -> bool:
@@ -328,11 +293,9 @@ def have_tracing_programs() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _probe_iterator(target: str) -> Optional[EBPFError]:
-    from . import _libbpf
-
     feature = f"iterator {target}"
     try:
-        btf_id = int(_libbpf.lib.libbpf_find_vmlinux_btf_id(target.encode(), int(AttachType.TRACE_ITER)))
+        btf_id = _libbpf.find_vmlinux_btf_id(target, int(AttachType.TRACE_ITER))
     except EBPFError as exc:
         return NotSupportedError(feature, min_kernel="5.8", errno=exc.errno,
                                  detail=f"the kernel's BTF has no bpf_iter_{target}")

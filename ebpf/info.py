@@ -2,87 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
-from ctypes import c_char, c_uint8, c_uint32, c_uint64
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
+from . import _syscall
 from .types import MapType, ProgramType
 
 __all__ = ["MapInfo", "ProgramInfo", "map_info", "program_info"]
-
-
-class _bpf_map_info(ctypes.Structure):
-    _fields_ = [
-        ("type", c_uint32),
-        ("id", c_uint32),
-        ("key_size", c_uint32),
-        ("value_size", c_uint32),
-        ("max_entries", c_uint32),
-        ("map_flags", c_uint32),
-        ("name", c_char * 16),
-        ("ifindex", c_uint32),
-        ("btf_vmlinux_value_type_id", c_uint32),
-        ("netns_dev", c_uint64),
-        ("netns_ino", c_uint64),
-        ("btf_id", c_uint32),
-        ("btf_key_type_id", c_uint32),
-        ("btf_value_type_id", c_uint32),
-        ("_pad", c_uint32),
-        ("map_extra", c_uint64),
-    ]
-
-
-class _bpf_prog_info(ctypes.Structure):
-    _fields_ = [
-        ("type", c_uint32),
-        ("id", c_uint32),
-        ("tag", c_uint8 * 8),
-        ("jited_prog_len", c_uint32),
-        ("xlated_prog_len", c_uint32),
-        ("jited_prog_insns", c_uint64),
-        ("xlated_prog_insns", c_uint64),
-        ("load_time", c_uint64),
-        ("created_by_uid", c_uint32),
-        ("nr_map_ids", c_uint32),
-        ("map_ids", c_uint64),
-        ("name", c_char * 16),
-        ("ifindex", c_uint32),
-        ("gpl_compatible", c_uint32),
-        ("netns_dev", c_uint64),
-        ("netns_ino", c_uint64),
-        ("nr_jited_ksyms", c_uint32),
-        ("nr_jited_func_lens", c_uint32),
-        ("jited_ksyms", c_uint64),
-        ("jited_func_lens", c_uint64),
-        ("btf_id", c_uint32),
-        ("func_info_rec_size", c_uint32),
-        ("func_info", c_uint64),
-        ("nr_func_info", c_uint32),
-        ("nr_line_info", c_uint32),
-        ("line_info", c_uint64),
-        ("jited_line_info", c_uint64),
-        ("nr_jited_line_info", c_uint32),
-        ("line_info_rec_size", c_uint32),
-        ("jited_line_info_rec_size", c_uint32),
-        ("nr_prog_tags", c_uint32),
-        ("prog_tags", c_uint64),
-        ("run_time_ns", c_uint64),
-        ("run_cnt", c_uint64),
-        ("recursion_misses", c_uint64),
-        ("verified_insns", c_uint32),
-        ("attach_btf_obj_id", c_uint32),
-        ("attach_btf_id", c_uint32),
-        ("_pad", c_uint32),
-    ]
-
-
-def _get(fd: int, info: Any) -> Any:
-    from . import _libbpf
-
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    _libbpf.lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
-    return info
 
 
 @dataclass(frozen=True)
@@ -133,7 +59,8 @@ def _enum(cls: Any, v: int) -> Any:
 
 
 def map_info(fd: int) -> MapInfo:
-    i = _get(fd, _bpf_map_info())
+    """What the kernel reports about the map behind ``fd``."""
+    i = _syscall.map_info(fd)
     return MapInfo(
         type=_enum(MapType, i.type),
         id=i.id,
@@ -151,14 +78,10 @@ def map_info(fd: int) -> MapInfo:
 
 
 def program_info(fd: int) -> ProgramInfo:
-    i = _get(fd, _bpf_prog_info())
-    ids: List[int] = []
-    if i.nr_map_ids:
-        # Second call with a buffer for the map ids, sized by the first.
-        arr = (c_uint32 * i.nr_map_ids)()
-        j = _bpf_prog_info(nr_map_ids=i.nr_map_ids, map_ids=ctypes.addressof(arr))
-        _get(fd, j)
-        ids = list(arr[: min(j.nr_map_ids, i.nr_map_ids)])
+    """What the kernel reports about the program behind ``fd``."""
+    i = _syscall.prog_info(fd)
+    # A second call with a buffer for the map ids, sized by the first.
+    ids: List[int] = _syscall.prog_map_ids(fd, i.nr_map_ids) if i.nr_map_ids else []
     return ProgramInfo(
         type=_enum(ProgramType, i.type),
         id=i.id,
@@ -168,7 +91,7 @@ def program_info(fd: int) -> ProgramInfo:
         btf_id=i.btf_id,
         load_time_ns=i.load_time,
         created_by_uid=i.created_by_uid,
-        gpl_compatible=bool(i.gpl_compatible & 1),
+        gpl_compatible=bool(i.gpl_compatible),
         run_time_ns=i.run_time_ns,
         run_count=i.run_cnt,
         verified_instructions=i.verified_insns,
@@ -181,9 +104,7 @@ def program_info(fd: int) -> ProgramInfo:
 
 def xlated_instructions(fd: int) -> Optional[bytes]:
     """The program as the kernel rewrote it (None when not permitted)."""
-    i = _get(fd, _bpf_prog_info())
-    if not i.xlated_prog_len:
+    size = _syscall.prog_info(fd).xlated_prog_len
+    if not size:
         return None
-    buf = ctypes.create_string_buffer(i.xlated_prog_len)
-    _get(fd, _bpf_prog_info(xlated_prog_len=i.xlated_prog_len, xlated_prog_insns=ctypes.addressof(buf)))
-    return buf.raw
+    return _syscall.prog_xlated_insns(fd, size)

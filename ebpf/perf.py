@@ -31,7 +31,6 @@ walked in Python through the mapping, like the ring buffer reader.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import itertools
 import mmap
@@ -41,20 +40,20 @@ import sys
 from typing import Any, Callable, List, NamedTuple, Optional
 
 from . import _libbpf, _syscall
+from ._syscall import (
+    PERF_COUNT_SW_BPF_OUTPUT,
+    PERF_FLAG_FD_CLOEXEC,
+    PERF_RECORD_LOST,
+    PERF_RECORD_SAMPLE,
+    PERF_SAMPLE_RAW,
+    PERF_TYPE_SOFTWARE,
+)
 from ._epoll import EventReader, Poller, close_all
 from .errors import ClosedError, EBPFError, InvalidObjectError
 from .ringbuf import _Decoders, value_codec
 from .types import MapType
 
 __all__ = ["Reader", "Record"]
-
-PERF_TYPE_SOFTWARE = 1
-PERF_COUNT_SW_BPF_OUTPUT = 10
-PERF_SAMPLE_RAW = 1 << 10
-PERF_FLAG_FD_CLOEXEC = 1 << 3
-PERF_RECORD_LOST = 2
-PERF_RECORD_SAMPLE = 9
-_ATTR_WATERMARK = 1 << 14  # perf_event_attr.watermark (bit 14 of the flag word)
 
 # struct perf_event_mmap_page: where the ring's positions live.
 _DATA_HEAD = 1024
@@ -69,24 +68,6 @@ _HEADER = struct.Struct("=IHH")  # perf_event_header: type, misc, size
 _LOST = struct.Struct("=8xQQ")  # header, id, lost
 _SAMPLE_HEAD = struct.Struct("=I2xHI")  # type, size, raw size
 _MAX_RUN = 1024
-
-
-class _PerfEventAttr(ctypes.Structure):
-    """``struct perf_event_attr`` up to PERF_ATTR_SIZE_VER0 (all we set)."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("size", ctypes.c_uint32),
-        ("config", ctypes.c_uint64),
-        ("sample_period", ctypes.c_uint64),
-        ("sample_type", ctypes.c_uint64),
-        ("read_format", ctypes.c_uint64),
-        ("flags", ctypes.c_uint64),
-        ("wakeup", ctypes.c_uint32),  # wakeup_events, or wakeup_watermark with the watermark bit
-        ("bp_type", ctypes.c_uint32),
-        ("config1", ctypes.c_uint64),
-        ("config2", ctypes.c_uint64),
-    ]
 
 
 class Record(NamedTuple):
@@ -128,18 +109,17 @@ class _CPURing:
     """One CPU's perf event and its mapped ring."""
 
     def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[_Decoders]) -> None:
-        attr = _PerfEventAttr(
+        attr = _syscall.perf_event_attr(
             type=PERF_TYPE_SOFTWARE,
-            size=ctypes.sizeof(_PerfEventAttr),
             config=PERF_COUNT_SW_BPF_OUTPUT,
             sample_period=1,
             sample_type=PERF_SAMPLE_RAW,
         )
         if watermark:
-            attr.flags = _ATTR_WATERMARK
-            attr.wakeup = watermark
+            attr.watermark = 1
+            attr.wakeup_watermark = watermark
         else:
-            attr.wakeup = wakeup_events or 1
+            attr.wakeup_events = wakeup_events or 1
         self.cpu = cpu
         self.decoders = decoders
         self.fd = _syscall.perf_event_open(attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC, what=f"perf_event_open(BPF_OUTPUT, cpu {cpu})")

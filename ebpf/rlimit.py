@@ -7,6 +7,7 @@ Kernels since 5.11 account bpf memory to the memory cgroup instead, so
 
 from __future__ import annotations
 
+import errno
 import functools
 import resource
 
@@ -38,4 +39,4 @@ def remove_memlock() -> None:
     try:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     except (ValueError, OSError) as exc:
-        raise PermissionDeniedError(f"cannot raise RLIMIT_MEMLOCK: {exc} (needs CAP_SYS_RESOURCE)", 1) from None
+        raise PermissionDeniedError(f"cannot raise RLIMIT_MEMLOCK: {exc} (needs CAP_SYS_RESOURCE)", errno.EPERM) from None

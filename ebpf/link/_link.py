@@ -4,27 +4,32 @@ Most hooks give a ``bpf_link`` file descriptor (``FDLink``): closing the fd
 detaches the program, the link can be pinned on bpffs (then it outlives the
 process), updated to a new program where the kernel allows it, and queried
 for info.  Older attach styles (legacy cgroup attach, perf-event ioctl, tc
-filters, socket filters) have no such fd; their ``Link`` subclasses detach in
-``close()`` and raise :class:`NotSupportedError` for what they cannot do,
-as cilium/ebpf does.
+filters, socket filters) have no such fd; their ``Link`` subclasses write
+only their detach (``_release``: ``close()``, the context manager and the
+finalizer are :class:`ebpf._handle.Handle`'s) and raise
+:class:`NotSupportedError` for what they cannot do, as cilium/ebpf does.
+
+Every hook refuses a program of the wrong type the same way, before any
+syscall: :func:`check_program_type`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
+import errno
 import os
-from ctypes import c_uint32, c_uint64
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable
 
-from .. import _libbpf
+from .. import _libbpf, _syscall
 from .._fd import FDOwner, open_pinned
-from ..errors import ClosedError, EBPFError, NotSupportedError
+from .._handle import Handle
+from ..errors import ENOTSUPP, ClosedError, EBPFError, InvalidObjectError, NotSupportedError
 from ..info import _enum
-from ..types import AttachType
+from ..types import AttachType, ProgramType
 
-__all__ = ["Link", "FDLink", "LinkType", "LinkInfo", "load_pinned_link", "link_from_id", "program_fd"]
+__all__ = ["Link", "FDLink", "LinkType", "LinkInfo", "load_pinned_link", "link_from_id", "program_fd",
+           "check_program_type"]
 
 
 class LinkType(enum.IntEnum):
@@ -47,18 +52,6 @@ class LinkType(enum.IntEnum):
     SOCKMAP = 14
 
 
-class _bpf_link_info(ctypes.Structure):
-    # type, id, prog_id, then a union whose largest member we never exceed;
-    # the union starts 8-aligned at offset 16.
-    _fields_ = [
-        ("type", c_uint32),
-        ("id", c_uint32),
-        ("prog_id", c_uint32),
-        ("_pad", c_uint32),
-        ("u", c_uint64 * 8),
-    ]
-
-
 @dataclass(frozen=True)
 class LinkInfo:
     """Kernel view of a link (``BPF_OBJ_GET_INFO_BY_FD``).
@@ -73,63 +66,43 @@ class LinkInfo:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def _u32s(raw: bytes, n: int) -> list:
-    return list(memoryview(raw).cast("I")[:n])
-
-
-def _read_str(fd: int, info: _bpf_link_info, ptr_word: int, len_word_u32: int) -> str:
-    """Second info call that hands the kernel a buffer for a name field."""
-    size = int(_u32s(bytes(info.u), 16)[len_word_u32])
-    if not size:
-        return ""
-    buf = ctypes.create_string_buffer(size)
-    again = _bpf_link_info()
-    again.u[ptr_word] = ctypes.addressof(buf)
-    words = (c_uint32 * 16).from_buffer(again.u)
-    words[len_word_u32] = size
-    _get(fd, again)
-    return buf.value.decode(errors="replace")
-
-
-def _get(fd: int, info: Any) -> Any:
-    size = c_uint32(ctypes.sizeof(info))
-    _libbpf.lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
-    return info
+def _name(fd: int, member: str, name: str, length: str, size: int) -> str:
+    return _syscall.link_info_string(fd, member, name, length, size)
 
 
 def link_info(fd: int) -> LinkInfo:
     """Query the kernel for the link behind ``fd``."""
-    i = _get(fd, _bpf_link_info())
-    raw = bytes(i.u)
-    w = _u32s(raw, 16)
-    q = list(memoryview(raw).cast("Q")[:8])
+    i = _syscall.link_info(fd)
     t = _enum(LinkType, i.type)
     extra: Dict[str, Any] = {}
     if t == LinkType.RAW_TRACEPOINT:
-        # tp_name, tp_name_len, then the cookie (reported since 6.10; else 0)
-        extra.update(tp_name=_read_str(fd, i, 0, 2), cookie=q[2])
+        rt = i.raw_tracepoint  # the cookie is reported since 6.10 (else 0)
+        extra.update(tp_name=_name(fd, "raw_tracepoint", "tp_name", "tp_name_len", rt.tp_name_len), cookie=rt.cookie)
     elif t == LinkType.TRACING:
-        extra.update(attach_type=_enum(AttachType, w[0]), target_obj_id=w[1], target_btf_id=w[2])
+        tr = i.tracing
+        extra.update(attach_type=_enum(AttachType, tr.attach_type), target_obj_id=tr.target_obj_id,
+                     target_btf_id=tr.target_btf_id)
     elif t == LinkType.CGROUP:
-        extra.update(cgroup_id=q[0], attach_type=_enum(AttachType, w[2]))
+        extra.update(cgroup_id=i.cgroup.cgroup_id, attach_type=_enum(AttachType, i.cgroup.attach_type))
     elif t == LinkType.ITER:
-        extra["target_name"] = _read_str(fd, i, 0, 2)
+        extra["target_name"] = _name(fd, "iter", "target_name", "target_name_len", i.iter.target_name_len)
         if extra["target_name"] == "bpf_map_elem":
-            extra["map_id"] = w[3]
+            extra["map_id"] = i.iter.map.map_id
     elif t == LinkType.NETNS:
-        extra.update(netns_ino=w[0], attach_type=_enum(AttachType, w[1]))
+        extra.update(netns_ino=i.netns.netns_ino, attach_type=_enum(AttachType, i.netns.attach_type))
     elif t == LinkType.XDP:
-        extra["ifindex"] = w[0]
+        extra["ifindex"] = i.xdp.ifindex
     elif t == LinkType.STRUCT_OPS:
-        extra["map_id"] = w[0]
+        extra["map_id"] = i.struct_ops.map_id
     elif t == LinkType.NETFILTER:
-        extra.update(pf=w[0], hooknum=w[1], priority=int(ctypes.c_int32(w[2]).value), flags=w[3])
+        nf = i.netfilter
+        extra.update(pf=nf.pf, hooknum=nf.hooknum, priority=nf.priority, flags=nf.flags)
     elif t == LinkType.TCX:
-        extra.update(ifindex=w[0], attach_type=_enum(AttachType, w[1]))
+        extra.update(ifindex=i.tcx.ifindex, attach_type=_enum(AttachType, i.tcx.attach_type))
     elif t == LinkType.KPROBE_MULTI:
-        extra.update(count=w[2], flags=w[3])
+        extra.update(count=i.kprobe_multi.count, flags=i.kprobe_multi.flags)
     elif t == LinkType.PERF_EVENT:
-        extra.update(_perf_event_extra(fd, i, w, q))
+        extra.update(_perf_event_extra(fd, i.perf_event))
     return LinkInfo(type=t, id=i.id, program_id=i.prog_id, extra=extra)
 
 
@@ -145,20 +118,26 @@ class PerfEventType(enum.IntEnum):
     EVENT = 6
 
 
-def _perf_event_extra(fd: int, info: _bpf_link_info, w: list, q: list) -> Dict[str, Any]:
-    # perf_event: u32 type, pad, then a union at u64 index 1 whose first
-    # member is a name pointer (u32 length at word 4) or, for plain events,
-    # the config (u32 perf type at word 4).
-    pt = _enum(PerfEventType, w[0])
+def _perf_event_extra(fd: int, pe: Any) -> Dict[str, Any]:
+    pt = _enum(PerfEventType, pe.type)
     extra: Dict[str, Any] = {"perf_event_type": pt}
+    member = "perf_event." + {PerfEventType.TRACEPOINT: "tracepoint", PerfEventType.KPROBE: "kprobe",
+                              PerfEventType.KRETPROBE: "kprobe", PerfEventType.UPROBE: "uprobe",
+                              PerfEventType.URETPROBE: "uprobe"}.get(pt, "")
     if pt == PerfEventType.TRACEPOINT:
-        extra.update(tp_name=_read_str(fd, info, 1, 4), cookie=q[3])
+        tp = pe.tracepoint
+        extra.update(tp_name=_name(fd, member, "tp_name", "name_len", tp.name_len), cookie=tp.cookie)
     elif pt in (PerfEventType.KPROBE, PerfEventType.KRETPROBE):
-        extra.update(func_name=_read_str(fd, info, 1, 4), offset=w[5], addr=q[3], missed=q[4], cookie=q[5])
+        kp = pe.kprobe
+        extra.update(func_name=_name(fd, member, "func_name", "name_len", kp.name_len), offset=kp.offset,
+                     addr=kp.addr, missed=kp.missed, cookie=kp.cookie)
     elif pt in (PerfEventType.UPROBE, PerfEventType.URETPROBE):
-        extra.update(file_name=_read_str(fd, info, 1, 4), offset=w[5], cookie=q[3])
+        up = pe.uprobe
+        extra.update(file_name=_name(fd, member, "file_name", "name_len", up.name_len), offset=up.offset,
+                     cookie=up.cookie)
     elif pt == PerfEventType.EVENT:
-        extra.update(config=q[1], type=w[4], cookie=q[3])
+        ev = pe.event
+        extra.update(config=ev.config, type=ev.type, cookie=ev.cookie)
     return extra
 
 
@@ -175,28 +154,42 @@ def program_fd(prog: Any) -> int:
     return int(fd)
 
 
-class Link:
+def check_program_type(prog: Any, allowed: Iterable[ProgramType], hook: str) -> None:
+    """Refuse a program whose type cannot attach to ``hook``, before any
+    syscall (the kernel would answer a bare EINVAL).
+
+    Raises :class:`~ebpf.errors.InvalidObjectError` (an ``EBPFError`` and a
+    ``ValueError``) with errno EINVAL.  A raw fd, or an object without a
+    type, is left for the kernel to judge.
+    """
+    ptype = getattr(prog, "type", None)
+    if ptype is None or isinstance(prog, int):
+        return
+    allowed = tuple(allowed)
+    if int(ptype) in {int(t) for t in allowed}:
+        return
+    have = ptype.name if isinstance(ptype, ProgramType) else str(ptype)
+    want = " or ".join(sorted(t.name for t in allowed))
+    name = getattr(prog, "name", "")
+    raise InvalidObjectError(f"{hook}: program {name!r} is a {have} program; the hook needs a {want} program",
+                             errno.EINVAL)
+
+
+class Link(Handle):
     """An attachment of a program to a hook.
 
     ``close()`` detaches it (unless it was pinned: a pinned link stays
-    attached until its pin is removed too).  Closing the *program* does not
+    attached until its pin is removed too); it is thread-safe and
+    idempotent, and a link dropped without it is detached by its finalizer
+    (see :class:`ebpf._handle.Handle`).  Closing the *program* does not
     detach its links.  Links are context managers.
+
+    A hook without a ``bpf_link`` subclasses this and implements
+    ``_release()`` (the detach), calling ``Link.__init__(self)`` once
+    attached.
     """
 
     _kind = "link"
-
-    def close(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def closed(self) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __enter__(self) -> "Link":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def pin(self, path: "os.PathLike[str] | str") -> None:
         """Pin the link on bpffs so it survives this process."""
@@ -225,15 +218,8 @@ class FDLink(FDOwner, Link):
     _kind = "link"
 
     def __init__(self, fd: int, description: str = "") -> None:
-        FDOwner.__init__(self, fd)
         self._description = description
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-    def close(self) -> None:
-        FDOwner.close(self)
+        FDOwner.__init__(self, fd)
 
     def pin(self, path: "os.PathLike[str] | str") -> None:
         FDOwner.pin(self, path)
@@ -247,19 +233,14 @@ class FDLink(FDOwner, Link):
         ``old_prog`` makes the swap conditional on the current program.  Link
         kinds the kernel cannot update raise :class:`NotSupportedError`.
         """
-        from .._libbpf import bpf_link_update_opts
-
-        opts = bpf_link_update_opts()
-        if old_prog is not None:
-            opts.flags = 1 << 2  # BPF_F_REPLACE
-            opts.old_prog_fd = program_fd(old_prog)
+        old_fd = program_fd(old_prog) if old_prog is not None else None
         new_fd = program_fd(prog)
         try:
-            _libbpf.lib.bpf_link_update(self.fd, new_fd, ctypes.byref(opts))
+            _libbpf.link_update(self.fd, new_fd, old_fd)
         except EBPFError as exc:
-            if exc.errno in (22, 95, 524) and not isinstance(exc, NotSupportedError):
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP) and not isinstance(exc, NotSupportedError):
                 kind = self.info().type
-                if exc.errno != 22 or kind in (LinkType.PERF_EVENT, LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.RAW_TRACEPOINT, LinkType.TRACING):
+                if exc.errno != errno.EINVAL or kind in (LinkType.PERF_EVENT, LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.RAW_TRACEPOINT, LinkType.TRACING):
                     raise NotSupportedError(f"updating a {getattr(kind, 'name', kind)} link", errno=exc.errno,
                                             detail=str(exc)) from None
             raise
@@ -270,9 +251,9 @@ class FDLink(FDOwner, Link):
     def detach(self) -> None:
         """Detach the program even if the link is pinned elsewhere."""
         try:
-            _libbpf.lib.bpf_link_detach(self.fd)
+            _libbpf.link_detach(self.fd)
         except EBPFError as exc:
-            if exc.errno in (22, 95, 524):
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
                 raise NotSupportedError("BPF_LINK_DETACH for this link kind", errno=exc.errno, min_kernel="5.9") from None
             raise
 
@@ -313,11 +294,11 @@ def load_pinned_link(path: "os.PathLike[str] | str") -> FDLink:
     fd = open_pinned(path)
     if not _is_link_fd(fd):
         os.close(fd)
-        raise EBPFError(f"{os.fspath(path)} is not a pinned link", 22)
+        raise EBPFError(f"{os.fspath(path)} is not a pinned link", errno.EINVAL)
     try:
         link = _wrap_link(fd, "pinned")
     except EBPFError:
-        raise EBPFError(f"{os.fspath(path)} is not a pinned link", 22) from None
+        raise EBPFError(f"{os.fspath(path)} is not a pinned link", errno.EINVAL) from None
     link._pinned_path = os.fspath(path)
     return link
 
@@ -325,9 +306,9 @@ def load_pinned_link(path: "os.PathLike[str] | str") -> FDLink:
 def link_from_id(link_id: int) -> FDLink:
     """Open an existing link by its kernel id (needs CAP_SYS_ADMIN)."""
     try:
-        fd = int(_libbpf.lib.bpf_link_get_fd_by_id(link_id))
+        fd = _libbpf.link_get_fd_by_id(link_id)
     except EBPFError as exc:
-        if exc.errno == 2:
+        if exc.errno == errno.ENOENT:
             from ..errors import KeyNotExistError
 
             raise KeyNotExistError(f"no link with id {link_id}") from None

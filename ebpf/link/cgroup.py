@@ -12,17 +12,16 @@ attachment cannot be pinned, and ``close()`` detaches it with
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import errno
 import os
 from typing import Any, Optional, Union
 
-from .. import _libbpf
+from .. import _libbpf, _syscall
 from ..errors import EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, Link, LinkInfo, LinkType, program_fd
-from .xdp import attach_type_value, check_program_type
+from ._link import FDLink, Link, LinkInfo, LinkType, check_program_type, program_fd
+from .xdp import attach_type_value
 
 __all__ = ["attach_cgroup", "CgroupFlags", "ProgAttachCgroup"]
 
@@ -87,7 +86,7 @@ def attach_cgroup(
     try:
         if flags is None:
             try:
-                fd = _libbpf.lib.bpf_link_create(prog_fd, cg_fd, at, None)
+                fd = _libbpf.link_create(prog_fd, cg_fd, at)
                 return FDLink(fd, f"cgroup {label} {at_name}")
             except EBPFError as exc:
                 if not _links_unsupported(exc):
@@ -128,13 +127,8 @@ def _links_unsupported(exc: EBPFError) -> bool:
     command exists)."""
     if exc.errno != errno.EINVAL:
         return False
-    from .. import _syscall
-
-    class _attr(ctypes.Structure):
-        _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
-
     try:
-        _syscall.bpf(_syscall.BPF_LINK_CREATE, _attr(prog_fd=0xFFFFFFFF, target_fd=0xFFFFFFFF), "probe BPF_LINK_CREATE")
+        _syscall.link_create(_syscall.link_create_attr(prog_fd=0xFFFFFFFF, target_fd=0xFFFFFFFF), "probe BPF_LINK_CREATE")
     except EBPFError as probe:
         return probe.errno == errno.EINVAL
     return False  # pragma: no cover - cannot succeed with fd -1
@@ -158,13 +152,10 @@ def _is_attached(cg_fd: int, attach_type: int, prog_fd: int) -> bool:
 
     try:
         want = program_info(prog_fd).id
-        ids = (ctypes.c_uint32 * 64)()
-        cnt = ctypes.c_uint32(len(ids))
-        flags = ctypes.c_uint32()
-        _libbpf.lib.bpf_prog_query(cg_fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt))
+        ids = _libbpf.prog_query(cg_fd, attach_type)
     except EBPFError:
         return False
-    return want in list(ids[: cnt.value])
+    return want in ids
 
 
 class ProgAttachCgroup(Link):
@@ -180,15 +171,12 @@ class ProgAttachCgroup(Link):
     _kind = "cgroup attachment"
 
     def __init__(self, cg_fd: int, label: str, attach_type: int, prog_fd: int, flags: CgroupFlags) -> None:
-        self._cg_fd = -1
-        self._prog_fd = -1
         # Own duplicates: the attachment must be detachable after the caller
         # closed the Program or the cgroup fd it passed in.
         cg = os.dup(cg_fd)
         prog = os.dup(prog_fd)
-        opts = _libbpf.bpf_prog_attach_opts(flags=int(flags))
         try:
-            _libbpf.lib.bpf_prog_attach_opts(prog, cg, attach_type, ctypes.byref(opts))
+            _libbpf.prog_attach(prog, cg, attach_type, int(flags))
         except BaseException as exc:
             os.close(cg)
             os.close(prog)
@@ -202,81 +190,59 @@ class ProgAttachCgroup(Link):
         self._label = label
         self._attach_type = attach_type
         self._flags = flags
-        self._detach = _libbpf.lib.bpf_prog_detach2
-
-    @property
-    def closed(self) -> bool:
-        return self._cg_fd < 0
+        self._detach = _libbpf.prog_detach  # bound: the finalizer may run at shutdown
+        Link.__init__(self)
 
     @property
     def flags(self) -> CgroupFlags:
         return self._flags
 
-    def close(self) -> None:
-        """Detach the program from the cgroup (once)."""
+    def _release(self, _close: Any = os.close, _ENOENT: int = errno.ENOENT) -> None:
         cg, prog = self._cg_fd, self._prog_fd
         self._cg_fd = self._prog_fd = -1
-        if cg < 0:
-            return
         try:
             self._detach(prog, cg, self._attach_type)
-        except EBPFError as exc:
-            if exc.errno != errno.ENOENT:  # already gone (e.g. replaced by someone)
+        except Exception as exc:
+            if getattr(exc, "errno", None) != _ENOENT:  # already gone (e.g. replaced by someone)
                 raise
         finally:
-            os.close(cg)
-            os.close(prog)
-
-    def __del__(self, _close: Any = os.close) -> None:
-        cg, prog = getattr(self, "_cg_fd", -1), getattr(self, "_prog_fd", -1)
-        if cg < 0:
-            return
-        self._cg_fd = self._prog_fd = -1
-        try:
-            self._detach(prog, cg, self._attach_type)
-        except Exception:
-            pass
-        for fd in (cg, prog):
-            try:
-                _close(fd)
-            except Exception:
-                pass
-
-    def _fds(self) -> "tuple[int, int]":
-        if self._cg_fd < 0:
-            from ..errors import ClosedError
-
-            raise ClosedError(self._kind)
-        return self._cg_fd, self._prog_fd
+            _close(cg)
+            _close(prog)
 
     def update(self, prog: Any) -> None:
         """Replace the attached program with ``prog``."""
-        cg, old = self._fds()
-        new = os.dup(program_fd(prog))
-        flags = int(self._flags)
-        opts = _libbpf.bpf_prog_attach_opts(flags=flags)
-        if self._flags & CgroupFlags.ALLOW_MULTI:
-            opts.flags = flags | CgroupFlags.REPLACE
-            opts.replace_prog_fd = old
-        try:
-            _libbpf.lib.bpf_prog_attach_opts(new, cg, self._attach_type, ctypes.byref(opts))
-        except BaseException:
-            os.close(new)
-            raise
-        self._prog_fd = new
-        os.close(old)
+        with self._handle_lock:
+            self._check_open()
+            cg, old = self._cg_fd, self._prog_fd
+            new = os.dup(program_fd(prog))
+            flags = int(self._flags)
+            replace = 0
+            if self._flags & CgroupFlags.ALLOW_MULTI:
+                flags |= CgroupFlags.REPLACE
+                replace = old
+            try:
+                _libbpf.prog_attach(new, cg, self._attach_type, flags, replace)
+            except BaseException:
+                os.close(new)
+                raise
+            self._prog_fd = new
+            os.close(old)
 
     def info(self) -> LinkInfo:
         """Cgroup id, attach type, flags and program id (no kernel link: id 0)."""
         from ..info import program_info
 
-        cg, prog = self._fds()
+        with self._handle_lock:
+            self._check_open()
+            cg, prog = self._cg_fd, self._prog_fd
+            program_id = program_info(prog).id
+            cgroup_id = os.fstat(cg).st_ino  # a cgroup2 directory's inode is its id
         return LinkInfo(
             type=LinkType.CGROUP,
             id=0,
-            program_id=program_info(prog).id,
+            program_id=program_id,
             extra={
-                "cgroup_id": os.fstat(cg).st_ino,  # a cgroup2 directory's inode is its id
+                "cgroup_id": cgroup_id,
                 "attach_type": AttachType(self._attach_type),
                 "flags": self._flags,
             },

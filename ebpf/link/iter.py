@@ -14,41 +14,39 @@ Iterators over a map's elements (``iter/bpf_map_elem``, ``iter/sockmap``,
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import io
 import os
-from ctypes import c_uint32, c_uint64
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
-from .. import _libbpf
-from ..errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError
+from .. import _libbpf, _syscall
+from .._handle import Handle
+from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, program_fd
-from .perf_event import check_program_type
+from ._link import FDLink, check_program_type, program_fd
 
 __all__ = ["Iter", "attach_iter"]
 
 
-class _bpf_iter_link_info(ctypes.Structure):
-    # union bpf_iter_link_info: map.map_fd shares the first u32 with
-    # cgroup.order and task.tid; 16 bytes in all.
-    _fields_ = [("map_fd", c_uint32), ("_u1", c_uint32), ("_u2", c_uint64)]
+class _IterReader(Handle, io.RawIOBase):
+    """Raw reader over an iterator fd; errors come out typed.
 
+    Its life cycle is the Handle's (``closed`` included, which the io
+    machinery above it asks)."""
 
-class _IterReader(io.RawIOBase):
-    """Raw reader over an iterator fd; errors come out typed."""
+    _kind = "iterator"
 
     def __init__(self, fd: int, what: str) -> None:
+        io.RawIOBase.__init__(self)
         self._fd = fd
         self._what = what
+        Handle.__init__(self)
 
     def readable(self) -> bool:
         return True
 
     def fileno(self) -> int:
-        if self._fd < 0:
-            raise ClosedError("iterator")
+        self._check_open()
         return self._fd
 
     def readinto(self, buf: Any) -> int:
@@ -69,19 +67,14 @@ class _IterReader(io.RawIOBase):
                 raise _libbpf.errno_error(err, f"reading {self._what}") from None
 
     def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-        super().close()
+        Handle.close(self)
 
-    def __del__(self, _close: Any = os.close) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            self._fd = -1
-            try:
-                _close(fd)
-            except Exception:
-                pass
+    def _release(self, _close: Any = os.close, _iobase_close: Any = io.RawIOBase.close) -> None:
+        fd, self._fd = self._fd, -1
+        try:
+            _close(fd)
+        finally:
+            _iobase_close(self)  # marks the io object closed too
 
 
 class Iter(FDLink):
@@ -91,7 +84,7 @@ class Iter(FDLink):
         """Start a walk: a readable binary file of the program's output."""
         link_fd = self.fd  # ClosedError after close()
         try:
-            fd = int(_libbpf.lib.bpf_iter_create(link_fd))
+            fd = _libbpf.iter_create(link_fd)
         except EBPFError as exc:
             raise _libbpf.errno_error(exc.errno or _errno.EINVAL, f"starting {self._description or 'iterator'}") from None
         raw = _IterReader(fd, self._description or "iterator")
@@ -122,7 +115,6 @@ def attach_iter(prog: Any, map: Any = None) -> Iter:
     spec = getattr(prog, "spec", None)
     target = spec.attach_to if spec is not None else ""
     hook = f"iterator {target}".strip()
-    opts = _libbpf.bpf_link_create_opts()
     info = None
     if map is not None:
         if target and target not in MAP_TARGETS:
@@ -133,14 +125,13 @@ def attach_iter(prog: Any, map: Any = None) -> Iter:
         map_fd = map if isinstance(map, int) else getattr(map, "fd", None)
         if map_fd is None:
             raise TypeError(f"map must be an ebpf.Map or an fd, not {type(map).__name__}")
-        info = _bpf_iter_link_info(map_fd=int(map_fd))
-        opts.iter_info = ctypes.addressof(info)
-        opts.iter_info_len = ctypes.sizeof(info)
+        info = _syscall.bpf_iter_link_info()
+        info.map.map_fd = int(map_fd)
         hook += f" over map {getattr(map, 'name', '') or map_fd}"
     elif target in MAP_TARGETS:
         raise InvalidObjectError(f"{hook} walks a map: pass map=", _errno.EINVAL)
     try:
-        lfd = int(_libbpf.lib.bpf_link_create(fd, 0, int(AttachType.TRACE_ITER), ctypes.byref(opts)))
+        lfd = _libbpf.link_create(fd, 0, int(AttachType.TRACE_ITER), iter_info=info)
     except EBPFError as exc:
         if exc.errno == _errno.EACCES and map is not None:
             raise InvalidObjectError(f"attaching {hook}: the program reads more of each key or value than the map "
@@ -152,7 +143,7 @@ def attach_iter(prog: Any, map: Any = None) -> Iter:
                                          exc.errno) from None
             raise InvalidObjectError(f"attaching {hook}: the kernel refused it (EINVAL; this iterator may need map=)",
                                      exc.errno) from None
-        if exc.errno in (_errno.EOPNOTSUPP, 524):
+        if exc.errno in (_errno.EOPNOTSUPP, ENOTSUPP):
             raise NotSupportedError(f"{hook}", min_kernel="5.8", errno=exc.errno) from None
         raise
     return Iter(lfd, hook)

@@ -1,8 +1,8 @@
 """Netfilter links (kernel 6.4+): a BPF program as a netfilter hook.
 
 libbpf 1.1.2 predates netfilter links, so the ``BPF_LINK_CREATE`` attribute
-block is built here (``union bpf_attr``'s ``link_create.netfilter``) and
-issued with :func:`ebpf._syscall.bpf`.  Like cilium/ebpf's
+block (``union bpf_attr``'s ``link_create.netfilter``) is issued with
+:func:`ebpf._syscall.link_create`.  Like cilium/ebpf's
 ``link.AttachNetfilter``.
 
 The hook is registered in the calling thread's network namespace.
@@ -10,18 +10,15 @@ The hook is registered in the calling thread's network namespace.
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import errno
 import os
-from ctypes import c_int32, c_uint32
 from typing import Any
 
 from .. import _syscall
-from ..errors import EBPFError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, program_fd
-from .xdp import check_program_type
+from ._link import FDLink, check_program_type, program_fd
 
 __all__ = [
     "attach_netfilter",
@@ -54,21 +51,6 @@ class NetfilterFlags(enum.IntFlag):
     IP_DEFRAG = 1 << 0  # BPF_F_NETFILTER_IP_DEFRAG (6.6+): see reassembled packets
 
 
-class _link_create_netfilter(ctypes.Structure):
-    # union bpf_attr, link_create member: prog_fd, target_fd, attach_type,
-    # flags, then the netfilter struct of the trailing union at offset 16.
-    _fields_ = [
-        ("prog_fd", c_uint32),
-        ("target_fd", c_uint32),
-        ("attach_type", c_uint32),
-        ("flags", c_uint32),
-        ("pf", c_uint32),
-        ("hooknum", c_uint32),
-        ("priority", c_int32),
-        ("nf_flags", c_uint32),
-    ]
-
-
 def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int = 0) -> FDLink:
     """Run a ``NETFILTER`` program at netfilter hook ``hooknum`` of family ``pf``.
 
@@ -85,19 +67,14 @@ def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int
                         f"{getattr(at, 'name', at)}; load it with attach_type=AttachType.NETFILTER", errno.EINVAL)
     if not _PRI_MIN <= int(priority) <= _PRI_MAX:
         raise EBPFError(f"attach_netfilter: priority {priority} is outside [{_PRI_MIN}, {_PRI_MAX}]", errno.EINVAL)
-    attr = _link_create_netfilter(
-        prog_fd=prog_fd,
-        attach_type=int(AttachType.NETFILTER),
-        pf=int(pf),
-        hooknum=int(hooknum),
-        priority=int(priority),
-        nf_flags=int(flags),
-    )
+    attr = _syscall.link_create_attr(prog_fd=prog_fd, attach_type=int(AttachType.NETFILTER))
+    nf = attr.netfilter
+    nf.pf, nf.hooknum, nf.priority, nf.flags = int(pf), int(hooknum), int(priority), int(flags)
     where = f"pf {int(pf)} hook {int(hooknum)} priority {int(priority)}"
     try:
-        fd = _syscall.bpf(_syscall.BPF_LINK_CREATE, attr, f"netfilter link at {where}")
+        fd = _syscall.link_create(attr, f"netfilter link at {where}")
     except EBPFError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, 524) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 4)):
+        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 4)):
             raise NotSupportedError("netfilter links", min_kernel="6.4", errno=exc.errno) from None
         if exc.errno == errno.EPROTO:
             raise EBPFError(f"attach_netfilter: unknown netfilter hook {int(hooknum)} ({where})", exc.errno) from None

@@ -12,9 +12,9 @@ import os
 from typing import Any, Optional, Union
 
 from .. import _libbpf
-from ..errors import EBPFError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, program_fd
+from ._link import FDLink, check_program_type, program_fd
 from .xdp import attach_type_value
 
 __all__ = ["attach_netns"]
@@ -38,17 +38,14 @@ def attach_netns(
     ``FLOW_DISSECTOR``) unless given.
     """
     prog_fd = program_fd(prog)
+    check_program_type(prog, _ATTACH, "attach_netns")
     if attach_type is None:
         ptype = getattr(prog, "type", None)
         try:
             at = int(_ATTACH[ProgramType(int(ptype))])  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError):
-            have = getattr(ptype, "name", ptype)
-            raise EBPFError(
-                f"attach_netns: program {getattr(prog, 'name', prog)!r} is a {have} program; "
-                "a network namespace takes SK_LOOKUP or FLOW_DISSECTOR programs",
-                errno.EINVAL,
-            ) from None
+            raise EBPFError(f"attach_netns: program {getattr(prog, 'name', prog)!r} has no known type: "
+                            "pass attach_type=", errno.EINVAL) from None
     else:
         at = attach_type_value(attach_type)
     label = "netns"
@@ -66,7 +63,7 @@ def attach_netns(
         except OSError as exc:
             raise EBPFError(f"attach_netns: cannot open {path!r}: {exc.strerror}", exc.errno) from None
     try:
-        fd = _libbpf.lib.bpf_link_create(prog_fd, ns_fd, at, None)
+        fd = _libbpf.link_create(prog_fd, ns_fd, at)
     except EBPFError as exc:
         at_name = AttachType(at).name if at in AttachType._value2member_map_ else str(at)
         if exc.errno == errno.EINVAL:
@@ -74,7 +71,7 @@ def attach_netns(
                             "(not a network namespace file, or wrong program type)", exc.errno) from None
         if exc.errno == errno.EEXIST:
             raise EBPFError(f"attach_netns: {label} already has a {at_name} program attached", exc.errno) from None
-        if exc.errno in (errno.EOPNOTSUPP, 524):
+        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP):
             raise NotSupportedError(f"{at_name} links", min_kernel="5.8", errno=exc.errno) from None
         raise
     finally:

@@ -17,19 +17,28 @@ own the perf event and close it with the link.
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import fcntl
 import functools
 import os
-from ctypes import c_int32, c_uint16, c_uint32, c_uint64
 from typing import Any, Callable, List, Optional, Sequence
 
 from .. import _libbpf, _syscall
 from .._fd import FDOwner
-from ..errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError
+from .._syscall import (  # noqa: F401 - re-exported: the kernel's perf ABI, for callers opening events
+    PERF_COUNT_SW_CPU_CLOCK,
+    PERF_EVENT_IOC_DISABLE,
+    PERF_EVENT_IOC_ENABLE,
+    PERF_EVENT_IOC_SET_BPF,
+    PERF_FLAG_FD_CLOEXEC,
+    PERF_TYPE_HARDWARE,
+    PERF_TYPE_SOFTWARE,
+    PERF_TYPE_TRACEPOINT,
+    perf_event_attr,
+)
+from ..errors import ENOTSUPP, ClosedError, EBPFError, InvalidObjectError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, Link, program_fd
+from ._link import FDLink, Link, check_program_type, program_fd
 
 __all__ = [
     "PerfEvent",
@@ -42,64 +51,8 @@ __all__ = [
     "perf_event_attr",
 ]
 
-# enum perf_type_id
-PERF_TYPE_HARDWARE = 0
-PERF_TYPE_SOFTWARE = 1
-PERF_TYPE_TRACEPOINT = 2
-# enum perf_sw_ids
-PERF_COUNT_SW_CPU_CLOCK = 0
-
-PERF_FLAG_FD_CLOEXEC = 1 << 3
-
-# ioctls from <linux/perf_event.h>: _IO('$', 0), _IO('$', 1), _IOW('$', 8, __u32)
-PERF_EVENT_IOC_ENABLE = 0x2400
-PERF_EVENT_IOC_DISABLE = 0x2401
-PERF_EVENT_IOC_SET_BPF = 0x40042408
-
-# perf_event_attr flag bits (the bitfield after read_format)
-ATTR_DISABLED = 1 << 0
-ATTR_FREQ = 1 << 10
-
 # Program types a perf event accepts.
 PERF_PROGRAM_TYPES = frozenset({ProgramType.KPROBE, ProgramType.TRACEPOINT, ProgramType.PERF_EVENT})
-
-
-class perf_event_attr(ctypes.Structure):
-    """``struct perf_event_attr`` (PERF_ATTR_SIZE_VER8, 136 bytes).
-
-    The unions are flattened to their first member; ``config1``/``config2``
-    are also ``kprobe_func``/``uprobe_path`` and ``probe_offset``.
-    """
-
-    _fields_ = [
-        ("type", c_uint32),
-        ("size", c_uint32),
-        ("config", c_uint64),
-        ("sample_period", c_uint64),  # also sample_freq with ATTR_FREQ
-        ("sample_type", c_uint64),
-        ("read_format", c_uint64),
-        ("flags", c_uint64),
-        ("wakeup_events", c_uint32),
-        ("bp_type", c_uint32),
-        ("config1", c_uint64),
-        ("config2", c_uint64),
-        ("branch_sample_type", c_uint64),
-        ("sample_regs_user", c_uint64),
-        ("sample_stack_user", c_uint32),
-        ("clockid", c_int32),
-        ("sample_regs_intr", c_uint64),
-        ("aux_watermark", c_uint32),
-        ("sample_max_stack", c_uint16),
-        ("_reserved_2", c_uint16),
-        ("aux_sample_size", c_uint32),
-        ("_reserved_3", c_uint32),
-        ("sig_data", c_uint64),
-        ("config3", c_uint64),
-    ]
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.size = ctypes.sizeof(self)
 
 
 def open_perf_fd(attr: perf_event_attr, pid: int = -1, cpu: int = 0, what: str = "perf_event_open") -> int:
@@ -174,8 +127,8 @@ def open_cpu_clock(cpu: int, sample_period: Optional[int] = None, sample_freq: O
         freq = 1000 if sample_freq is None else sample_freq
         if freq <= 0:
             raise ValueError("sample_freq must be positive")
-        attr.sample_period = freq
-        attr.flags = ATTR_FREQ
+        attr.sample_freq = freq
+        attr.freq = 1
     try:
         fd = open_perf_fd(attr, -1, cpu, what=f"opening cpu-clock perf event on CPU {cpu}")
     except EBPFError as exc:
@@ -217,21 +170,6 @@ def _run_cleanups(cleanups: Sequence[Callable[[], None]]) -> None:
             pass
 
 
-def _release(link: Any, close: Callable[[int], None]) -> None:
-    """Close a link's perf fd and run its cleanups, once; safe in __del__."""
-    perf_fd = getattr(link, "_perf_fd", -1)
-    if perf_fd >= 0:
-        link._perf_fd = -1
-        try:
-            close(perf_fd)
-        except Exception:
-            pass
-    cleanups = getattr(link, "_cleanups", None)
-    if cleanups:
-        link._cleanups = []
-        _run_cleanups(cleanups)
-
-
 class PerfEventLink(FDLink):
     """A ``bpf_link`` to a perf event; owns the perf event fd as well.
 
@@ -240,9 +178,9 @@ class PerfEventLink(FDLink):
     """
 
     def __init__(self, fd: int, perf_fd: int, description: str = "", cleanups: Sequence[Callable[[], None]] = ()) -> None:
-        FDLink.__init__(self, fd, description)
         self._perf_fd = perf_fd
         self._cleanups = list(cleanups)
+        FDLink.__init__(self, fd, description)
 
     @property
     def perf_fd(self) -> int:
@@ -251,13 +189,16 @@ class PerfEventLink(FDLink):
             raise ClosedError("link")
         return self._perf_fd
 
-    def close(self) -> None:
-        FDLink.close(self)
-        _release(self, os.close)
-
-    def __del__(self, _close: Any = os.close) -> None:
-        FDOwner.__del__(self, _close)
-        _release(self, _close)
+    def _release(self, _close: Any = os.close, _run: Any = _run_cleanups) -> None:
+        try:
+            super()._release()
+        finally:
+            perf_fd, self._perf_fd = self._perf_fd, -1
+            cleanups, self._cleanups = self._cleanups, []
+            try:
+                _close(perf_fd)
+            finally:
+                _run(cleanups)
 
 
 class PerfEventIoctlLink(Link):
@@ -271,27 +212,25 @@ class PerfEventIoctlLink(Link):
         self._perf_fd = perf_fd
         self._description = description
         self._cleanups = list(cleanups)
-
-    @property
-    def closed(self) -> bool:
-        return self._perf_fd < 0
+        Link.__init__(self)
 
     @property
     def perf_fd(self) -> int:
-        if self._perf_fd < 0:
-            raise ClosedError("link")
+        self._check_open()
         return self._perf_fd
 
-    def close(self) -> None:
-        if self._perf_fd >= 0:
+    def _release(self, _close: Any = os.close, _ioctl: Any = fcntl.ioctl, _disable: int = PERF_EVENT_IOC_DISABLE,
+                 _run: Any = _run_cleanups) -> None:
+        perf_fd, self._perf_fd = self._perf_fd, -1
+        cleanups, self._cleanups = self._cleanups, []
+        try:
             try:
-                fcntl.ioctl(self._perf_fd, PERF_EVENT_IOC_DISABLE, 0)
+                _ioctl(perf_fd, _disable, 0)
             except OSError:
                 pass
-        _release(self, os.close)
-
-    def __del__(self, _close: Any = os.close) -> None:
-        _release(self, _close)
+            _close(perf_fd)
+        finally:
+            _run(cleanups)
 
     def pin(self, path: Any) -> None:
         raise NotSupportedError("pinning a perf event attached by ioctl", min_kernel="5.15",
@@ -327,13 +266,12 @@ def perf_link_supported(prog: Any) -> bool:
     global _perf_link_support
     if _perf_link_support is not None:
         return _perf_link_support
-    opts = _libbpf.bpf_link_create_opts()
     try:
-        fd = _libbpf.lib.bpf_link_create(program_fd(prog), -1, int(AttachType.PERF_EVENT), ctypes.byref(opts))
+        fd = _libbpf.link_create(program_fd(prog), -1, int(AttachType.PERF_EVENT))
     except EBPFError as exc:
         if exc.errno == _errno.EBADF:
             answer = True
-        elif exc.errno in (_errno.EINVAL, _errno.EOPNOTSUPP, 524):
+        elif exc.errno in (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP):
             answer = False
         else:
             raise
@@ -343,18 +281,6 @@ def perf_link_supported(prog: Any) -> bool:
     if getattr(prog, "type", None) in PERF_PROGRAM_TYPES:
         _perf_link_support = answer
     return answer
-
-
-def check_program_type(prog: Any, allowed: Any, hook: str) -> None:
-    """Refuse a program whose type cannot attach to ``hook``, before any syscall."""
-    ptype = getattr(prog, "type", None)
-    if ptype is None or isinstance(prog, int):
-        return
-    if ptype not in allowed:
-        want = " or ".join(sorted(t.name for t in allowed))
-        have = ptype.name if isinstance(ptype, ProgramType) else str(ptype)
-        name = getattr(prog, "name", "")
-        raise InvalidObjectError(f"program {name!r} is a {have} program; {hook} needs a {want} program", _errno.EINVAL)
 
 
 def attach_owned_perf_fd(perf_fd: int, prog: Any, cookie: int = 0, description: str = "",
@@ -367,10 +293,8 @@ def attach_owned_perf_fd(perf_fd: int, prog: Any, cookie: int = 0, description: 
     try:
         prog_fd = program_fd(prog)
         if perf_link_supported(prog):
-            opts = _libbpf.bpf_link_create_opts()
-            opts.set_cookie(cookie)
             try:
-                fd = _libbpf.lib.bpf_link_create(prog_fd, perf_fd, int(AttachType.PERF_EVENT), ctypes.byref(opts))
+                fd = _libbpf.link_create(prog_fd, perf_fd, int(AttachType.PERF_EVENT), cookie=cookie)
             except EBPFError as exc:
                 raise _attach_error(exc, prog, description) from None
             try:

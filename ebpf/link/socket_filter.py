@@ -15,8 +15,7 @@ from typing import Any, Union
 
 from ..errors import ClosedError, EBPFError
 from ..types import ProgramType
-from ._link import Link, program_fd
-from .xdp import check_program_type
+from ._link import Link, check_program_type, program_fd
 
 __all__ = ["attach_socket_filter", "detach_socket_filter", "SocketFilter"]
 
@@ -89,37 +88,42 @@ class SocketFilter(Link):
     socket has at that moment (a closed socket needs nothing), ``update()``
     attaches another program in its place.  Pinning and info are not
     supported.  Close the link before the socket when the socket is given
-    as a bare fd: the number could be reused afterwards.
+    as a bare fd: the number could be reused afterwards.  A link dropped
+    without ``close()`` leaves the filter on the socket, whose lifetime it
+    shares.
     """
 
     _kind = "socket filter"
 
     def __init__(self, sock: SocketLike) -> None:
         self._sock: Any = sock
+        Link.__init__(self)
 
-    @property
-    def closed(self) -> bool:
-        return self._sock is None
-
-    def close(self) -> None:
+    def _release(self, _detach: Any = detach_socket_filter, _socket: Any = socket.socket,
+                 _gone: Any = (errno.ENOENT, errno.EBADF, errno.ENOTSOCK)) -> None:
         sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        if isinstance(sock, socket.socket) and sock.fileno() < 0:
+        if isinstance(sock, _socket) and sock.fileno() < 0:
             return  # the socket went first and took its filter with it
         try:
-            detach_socket_filter(sock)
-        except EBPFError as exc:
-            if exc.errno not in (errno.ENOENT, errno.EBADF, errno.ENOTSOCK):
+            _detach(sock)
+        except Exception as exc:
+            if getattr(exc, "errno", None) not in _gone:
                 raise
+
+    def _finalize(self) -> None:
+        # A filter lives as long as its socket: a link dropped unclosed
+        # leaves it attached (detach_socket_filter() still removes it), and
+        # a socket given as a bare fd may have been closed and its number
+        # reused by the time the finalizer runs.
+        self._sock = None
 
     def update(self, prog: Any) -> None:
         """Atomically replace the socket's filter with ``prog``."""
-        if self._sock is None:
-            raise ClosedError(self._kind)
         fd = program_fd(prog)
         check_program_type(prog, (ProgramType.SOCKET_FILTER,), "SocketFilter.update")
-        _setsockopt(self._sock, SO_ATTACH_BPF, fd, "SocketFilter.update")
+        with self._handle_lock:
+            self._check_open()
+            _setsockopt(self._sock, SO_ATTACH_BPF, fd, "SocketFilter.update")
 
     def __repr__(self) -> str:
-        return "<SocketFilter closed>" if self._sock is None else f"<SocketFilter on {self._sock!r}>"
+        return "<SocketFilter closed>" if self.closed else f"<SocketFilter on {self._sock!r}>"

@@ -21,13 +21,13 @@ when :class:`StructOpsLink` deletes it again (a map registers only once).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .. import _libbpf
+from .. import _libbpf, _syscall
 from ..errors import ClosedError, EBPFError, NotSupportedError
 from ..types import AttachType, MapFlags, MapType
 from ._link import FDLink, Link, LinkInfo, LinkType
@@ -136,12 +136,7 @@ def _plan(spec: Any, key: str) -> StructOpsPlan:
 
 
 def _map_value_type_id(map_fd: int) -> int:
-    from ..info import _bpf_map_info
-
-    info = _bpf_map_info()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    _libbpf.lib.bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size))
-    return int(info.btf_vmlinux_value_type_id)
+    return int(_syscall.map_info(map_fd).btf_vmlinux_value_type_id)
 
 
 def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
@@ -184,7 +179,7 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
                 fd = prog.fd
             except ClosedError:
                 raise ClosedError(f"program {getattr(prog, 'name', '?')} of struct_ops {plan.type_name}.{m.name}") from None
-            value[koff : koff + 8] = fd.to_bytes(8, "little" if _little() else "big")
+            value[koff : koff + 8] = fd.to_bytes(8, sys.byteorder)
             continue
         chunk = plan.image[m.offset : m.offset + m.size]
         if not any(chunk):
@@ -194,12 +189,6 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
             raise EBPFError(f"struct_ops {plan.type_name}.{m.name}: {m.size} bytes in the object, {ksize} in the kernel", errno.EINVAL)
         value[koff : koff + m.size] = chunk
     return bytes(value)
-
-
-def _little() -> bool:
-    import sys
-
-    return sys.byteorder == "little"
 
 
 def attach_struct_ops(map: Any) -> Link:
@@ -220,10 +209,8 @@ def attach_struct_ops(map: Any) -> Link:
     if plan.error:
         raise EBPFError(f"attach_struct_ops: cannot build the value of {map.name}: {plan.error}", errno.EINVAL)
     value = _kernel_value(plan, map_fd, int(map.value_size))
-    key = ctypes.c_uint32(0)
-    vbuf = ctypes.create_string_buffer(value, len(value))
     linked = bool(int(map.flags) & int(MapFlags.LINK))
-    ret = _libbpf.lib.bpf_map_update_elem(map_fd, ctypes.byref(key), vbuf, 0)
+    ret = _libbpf.struct_ops_register(map_fd, value)
     # A BPF_F_LINK map keeps its value (state READY) after its link closed:
     # EBUSY then only means it can be linked again.
     if ret < 0 and not (linked and -ret == errno.EBUSY):
@@ -236,7 +223,7 @@ def attach_struct_ops(map: Any) -> Link:
         raise _libbpf.errno_error(err, f"attach_struct_ops: writing the value of {map.name}")
     if linked:
         try:
-            fd = _libbpf.lib.bpf_link_create(map_fd, 0, int(AttachType.STRUCT_OPS), None)
+            fd = _libbpf.link_create(map_fd, 0, int(AttachType.STRUCT_OPS))
         except EBPFError as exc:
             if exc.errno == errno.EEXIST:
                 raise EBPFError(f"attach_struct_ops: the kernel already has a {plan.type_name} with this name", exc.errno) from None
@@ -258,47 +245,25 @@ class StructOpsLink(Link):
         self._fd = os.dup(map_fd)
         self._name = name
         self._type_name = type_name
-        self._delete = _libbpf.lib.bpf_map_delete_elem
+        self._unregister = _libbpf.struct_ops_unregister  # bound: the finalizer may run at shutdown
+        Link.__init__(self)
 
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
-
-    def _unregister(self, fd: int) -> int:
-        key = ctypes.c_uint32(0)
-        return int(self._delete(fd, ctypes.byref(key)))
-
-    def close(self) -> None:
+    def _release(self, _close: Any = os.close, _ENOENT: int = errno.ENOENT) -> None:
         fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
         try:
             ret = self._unregister(fd)
-            if ret < 0 and -ret != errno.ENOENT:
+            if ret < 0 and -ret != _ENOENT:
                 raise _libbpf.errno_error(-ret, f"unregistering struct_ops {self._name}")
         finally:
-            os.close(fd)
-
-    def __del__(self, _close: Any = os.close) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd < 0:
-            return
-        self._fd = -1
-        try:
-            self._unregister(fd)
-        except Exception:
-            pass
-        try:
             _close(fd)
-        except Exception:
-            pass
 
     def info(self) -> LinkInfo:
         from ..info import map_info
 
-        if self._fd < 0:
-            raise ClosedError(self._kind)
-        return LinkInfo(type=LinkType.STRUCT_OPS, id=0, program_id=0, extra={"map_id": map_info(self._fd).id})
+        with self._handle_lock:
+            self._check_open()
+            map_id = map_info(self._fd).id
+        return LinkInfo(type=LinkType.STRUCT_OPS, id=0, program_id=0, extra={"map_id": map_id})
 
     def __repr__(self) -> str:
         return "<StructOpsLink closed>" if self.closed else f"<StructOpsLink {self._name} ({self._type_name})>"

@@ -18,21 +18,19 @@ namespace it was made in and detaches there, whichever thread closes it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import struct
 import threading
-from ctypes import c_uint32, c_uint64
 from typing import Any, Callable, Union
 
 from .. import _libbpf, _syscall
-from ..errors import ClosedError, EBPFError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, Link, LinkInfo, LinkType, program_fd
+from ._link import FDLink, Link, LinkInfo, LinkType, check_program_type, program_fd
 from .netfilter import _kernel_older_than
-from .xdp import check_program_type, interface_name, resolve_ifindex
+from .xdp import interface_name, resolve_ifindex
 
 __all__ = ["attach_tcx", "attach_tc", "TCLink"]
 
@@ -44,20 +42,6 @@ BPF_F_ID = 1 << 5
 BPF_F_LINK = 1 << 13
 
 _TCX = {"ingress": AttachType.TCX_INGRESS, "egress": AttachType.TCX_EGRESS}
-
-
-class _link_create_tcx(ctypes.Structure):
-    # union bpf_attr, link_create member; the tcx struct of the trailing
-    # union starts at offset 16: relative_fd/relative_id, expected_revision.
-    _fields_ = [
-        ("prog_fd", c_uint32),
-        ("target_ifindex", c_uint32),
-        ("attach_type", c_uint32),
-        ("flags", c_uint32),
-        ("relative_fd", c_uint32),
-        ("_pad", c_uint32),
-        ("expected_revision", c_uint64),
-    ]
 
 
 def attach_tcx(
@@ -106,15 +90,15 @@ def attach_tcx(
     where = f"tcx {ifname} {at.name[4:].lower()}"
     try:
         if anchor is None and not expected_revision:
-            fd = _libbpf.lib.bpf_link_create(prog_fd, ifindex, int(at), None)
+            fd = _libbpf.link_create(prog_fd, ifindex, int(at))
         else:
-            attr = _link_create_tcx(
-                prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags,
-                relative_fd=relative, expected_revision=int(expected_revision),
-            )
-            fd = _syscall.bpf(_syscall.BPF_LINK_CREATE, attr, f"{where} link")
+            # libbpf 1.1.2 cannot pass the anchor or the revision.
+            attr = _syscall.link_create_attr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags)
+            attr.tcx.relative_fd = relative
+            attr.tcx.expected_revision = int(expected_revision)
+            fd = _syscall.link_create(attr, f"{where} link")
     except EBPFError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, 524) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 6)):
+        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 6)):
             raise NotSupportedError("tcx links", min_kernel="6.6", errno=exc.errno) from None
         if exc.errno == errno.ESTALE:
             raise EBPFError(f"attach_tcx: {where} changed since revision {expected_revision}", exc.errno) from None
@@ -163,19 +147,16 @@ def attach_tc(
     ifindex = resolve_ifindex(ifname_or_index, "attach_tc")
     ifname = interface_name(ifindex)
     where = f"tc {ifname} {direction} handle {int(handle)} priority {int(priority)}"
-    lib = _libbpf.lib
-    hook = _libbpf.bpf_tc_hook(ifindex=ifindex, attach_point=point)
     created = False
     try:
-        lib.bpf_tc_hook_create(ctypes.byref(hook))
+        _libbpf.tc_hook_create(ifindex, point)
         created = True
     except EBPFError as exc:
         if exc.errno != errno.EEXIST:
             raise _tc_error(exc, f"creating the clsact qdisc on {ifname}") from None
-    opts = _libbpf.bpf_tc_opts(prog_fd=prog_fd, handle=int(handle), priority=int(priority),
-                               flags=BPF_TC_F_REPLACE if replace else 0)
     try:
-        lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+        got_handle, got_priority, prog_id = _libbpf.tc_attach(ifindex, point, prog_fd, int(handle), int(priority),
+                                                              BPF_TC_F_REPLACE if replace else 0)
     except EBPFError as exc:
         if created:
             _destroy_qdisc_if_empty(ifindex)
@@ -185,13 +166,13 @@ def attach_tc(
             raise EBPFError(f"attach_tc: the kernel refused {where} ({exc})", exc.errno) from None
         raise _tc_error(exc, where) from None
     ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    return TCLink(ns_fd, ifindex, ifname, direction, int(opts.handle), int(opts.priority), int(opts.prog_id), created)
+    return TCLink(ns_fd, ifindex, ifname, direction, got_handle, got_priority, prog_id, created)
 
 
 def _tc_error(exc: EBPFError, what: str) -> EBPFError:
-    if exc.errno in (errno.EOPNOTSUPP, 524):
+    if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP):
         return NotSupportedError(f"tc on {what}", errno=exc.errno, detail=str(exc))
-    return EBPFError(f"attach_tc: {what}: {os.strerror(exc.errno or 22)}", exc.errno)
+    return EBPFError(f"attach_tc: {what}: {os.strerror(exc.errno or errno.EINVAL)}", exc.errno)
 
 
 class TCLink(Link):
@@ -204,6 +185,9 @@ class TCLink(Link):
     """
 
     _kind = "tc filter"
+    # Set below the helpers' definitions (see the end of the module).
+    _in_netns: Callable[..., Any]
+    _detach_filter: Callable[..., Any]
 
     def __init__(self, ns_fd: int, ifindex: int, ifname: str, direction: str, handle: int, priority: int,
                  prog_id: int, created_qdisc: bool) -> None:
@@ -215,66 +199,37 @@ class TCLink(Link):
         self.priority = priority
         self._prog_id = prog_id
         self._created_qdisc = created_qdisc
-        self._detach_fn = _detach_filter  # reachable from __del__ at shutdown
+        self._attach_point = _DIRECTIONS[direction]
+        Link.__init__(self)
 
-    @property
-    def closed(self) -> bool:
-        return self._ns_fd < 0
-
-    def _hook_opts(self, prog_fd: int = 0, flags: int = 0) -> "tuple[Any, Any]":
-        hook = _libbpf.bpf_tc_hook(ifindex=self.ifindex, attach_point=_DIRECTIONS[self.direction])
-        opts = _libbpf.bpf_tc_opts(handle=self.handle, priority=self.priority, prog_fd=prog_fd, flags=flags)
-        return hook, opts
-
-    def close(self) -> None:
-        """Delete the filter (and the clsact qdisc if we created it and it is empty)."""
+    def _release(self, _close: Any = os.close) -> None:
         ns_fd, self._ns_fd = self._ns_fd, -1
-        if ns_fd < 0:
-            return
         try:
-            in_netns(ns_fd, lambda: self._detach_fn(self))
+            self._in_netns(ns_fd, lambda: self._detach_filter(self))
         finally:
-            os.close(ns_fd)
-
-    def __del__(self, _close: Any = os.close) -> None:
-        ns_fd = getattr(self, "_ns_fd", -1)
-        if ns_fd < 0:
-            return
-        self._ns_fd = -1
-        try:
-            in_netns(ns_fd, lambda: self._detach_fn(self))
-        except Exception:
-            pass
-        try:
             _close(ns_fd)
-        except Exception:
-            pass
 
     def update(self, prog: Any) -> None:
         """Replace the filter's program (``BPF_TC_F_REPLACE``, atomic)."""
-        if self._ns_fd < 0:
-            raise ClosedError(self._kind)
         prog_fd = program_fd(prog)
         check_program_type(prog, (ProgramType.SCHED_CLS,), "TCLink.update")
 
         def replace() -> int:
-            hook, opts = self._hook_opts(prog_fd, BPF_TC_F_REPLACE)
-            _libbpf.lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
-            return int(opts.prog_id)
+            return _libbpf.tc_attach(self.ifindex, self._attach_point, prog_fd, self.handle, self.priority,
+                                     BPF_TC_F_REPLACE)[2]
 
-        self._prog_id = in_netns(self._ns_fd, replace)
+        with self._handle_lock:
+            self._check_open()
+            self._prog_id = in_netns(self._ns_fd, replace)
 
     def info(self) -> LinkInfo:
         """What is attached now (``bpf_tc_query``); no kernel link: ``id`` 0."""
-        if self._ns_fd < 0:
-            raise ClosedError(self._kind)
-
         def query() -> int:
-            hook, opts = self._hook_opts()
-            _libbpf.lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
-            return int(opts.prog_id)
+            return _libbpf.tc_query(self.ifindex, self._attach_point, self.handle, self.priority)
 
-        prog_id = in_netns(self._ns_fd, query)
+        with self._handle_lock:
+            self._check_open()
+            prog_id = in_netns(self._ns_fd, query)
         return LinkInfo(
             type=LinkType.UNSPEC,
             id=0,
@@ -294,27 +249,26 @@ class TCLink(Link):
         return f"<TCLink {self.ifname} {self.direction} handle {self.handle} priority {self.priority}>"
 
 
-def _detach_filter(link: TCLink) -> None:
-    hook, opts = link._hook_opts()
-    try:
-        _libbpf.lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
-    except EBPFError as exc:
-        # ENOENT: someone removed it; ENODEV/EINVAL: the interface is gone.
-        if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-            raise
-        return
-    if link._created_qdisc:
-        _destroy_qdisc_if_empty(link.ifindex)
-
-
 def _destroy_qdisc_if_empty(ifindex: int) -> None:
     """Remove the clsact qdisc when neither hook holds a filter any more."""
     try:
         if _count_filters(ifindex) == 0:
-            hook = _libbpf.bpf_tc_hook(ifindex=ifindex, attach_point=BPF_TC_INGRESS | BPF_TC_EGRESS)
-            _libbpf.lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+            _libbpf.tc_hook_destroy(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)
     except (EBPFError, OSError):
         pass  # leaving an empty qdisc behind is harmless
+
+
+def _detach_filter(link: TCLink, _detach: Any = _libbpf.tc_detach, _destroy: Any = _destroy_qdisc_if_empty,
+                   _gone: Any = (errno.ENOENT, errno.ENODEV, errno.EINVAL)) -> None:
+    try:
+        _detach(link.ifindex, link._attach_point, link.handle, link.priority)
+    except Exception as exc:
+        # ENOENT: someone removed it; ENODEV/EINVAL: the interface is gone.
+        if getattr(exc, "errno", None) not in _gone:
+            raise
+        return
+    if link._created_qdisc:
+        _destroy(link.ifindex)
 
 
 # --------------------------------------------------------------------------
@@ -364,35 +318,41 @@ def _count_filters(ifindex: int) -> int:
 # network namespaces: run a call in the namespace behind an fd
 
 
-def _same_netns(ns_fd: int) -> bool:
-    a = os.fstat(ns_fd)
-    b = os.stat("/proc/thread-self/ns/net")
+def _same_netns(ns_fd: int, _fstat: Any = os.fstat, _stat: Any = os.stat) -> bool:
+    a = _fstat(ns_fd)
+    b = _stat("/proc/thread-self/ns/net")
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def in_netns(ns_fd: int, fn: Callable[[], Any]) -> Any:
+def in_netns(ns_fd: int, fn: Callable[[], Any], _same: Any = _same_netns, _thread: Any = threading.Thread,
+             _setns: Any = _syscall.setns, _newnet: int = _syscall.CLONE_NEWNET) -> Any:
     """Call ``fn`` in the network namespace of ``ns_fd`` and return its result.
 
     The current thread is used when it is already there; otherwise a
     short-lived thread enters the namespace (setns affects only the calling
     thread) and exits afterwards.
     """
-    if _same_netns(ns_fd):
+    if _same(ns_fd):
         return fn()
     result: list = []
     failure: list = []
 
     def run() -> None:
         try:
-            _syscall.setns(ns_fd, _syscall.CLONE_NEWNET)
+            _setns(ns_fd, _newnet)
             result.append(fn())
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
 
-    t = threading.Thread(target=run, name="ebpf-netns")
+    t = _thread(target=run, name="ebpf-netns")
     t.start()
     t.join()
     if failure:
         raise failure[0]
     return result[0]
 
+
+# What TCLink's release calls, kept on the class: its finalizer may run at
+# interpreter shutdown, when this module's globals may be gone.
+TCLink._in_netns = staticmethod(in_netns)  # type: ignore[assignment]
+TCLink._detach_filter = staticmethod(_detach_filter)  # type: ignore[assignment]

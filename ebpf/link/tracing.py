@@ -17,23 +17,19 @@ program loaded alone and one from a Collection behave the same.
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
-import functools
 import os
 import re
 import threading
-from ctypes import c_uint32, c_uint64
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from .. import _libbpf, _syscall
-from ..errors import EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, Link, program_fd
+from ._link import FDLink, Link, check_program_type, program_fd
 from .perf_event import (
     PERF_TYPE_TRACEPOINT,
     attach_owned_perf_fd,
-    check_program_type,
     open_perf_fd,
     perf_event_attr,
     pmu_retprobe_bit,
@@ -53,7 +49,6 @@ __all__ = [
     "tracepoint_id",
 ]
 
-BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_F_KPROBE_MULTI_RETURN = 1
 
 # --------------------------------------------------------------------------
@@ -130,11 +125,6 @@ def attach_tracepoint(group: str, name: str, prog: Any, cookie: int = 0) -> Link
     return attach_owned_perf_fd(fd, prog, cookie, hook)
 
 
-class _raw_tp_attr(ctypes.Structure):
-    # union bpf_attr, raw_tracepoint member (cookie since 6.10)
-    _fields_ = [("name", c_uint64), ("prog_fd", c_uint32), ("_pad", c_uint32), ("cookie", c_uint64)]
-
-
 def attach_raw_tracepoint(name: str, prog: Any, cookie: int = 0) -> FDLink:
     """Attach a ``SEC("raw_tp/...")`` program to raw tracepoint ``name``.
 
@@ -146,14 +136,11 @@ def attach_raw_tracepoint(name: str, prog: Any, cookie: int = 0) -> FDLink:
     if not isinstance(name, str) or not name or "\0" in name:
         raise InvalidObjectError(f"invalid raw tracepoint name {name!r}", _errno.EINVAL)
     fd = program_fd(prog)
-    raw = name.encode()
     try:
-        if cookie:
-            buf = ctypes.create_string_buffer(raw)
-            attr = _raw_tp_attr(name=ctypes.addressof(buf), prog_fd=fd, cookie=cookie)
-            lfd = _syscall.bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching {hook}")
+        if cookie:  # libbpf 1.1.2 cannot pass one
+            lfd = _syscall.raw_tracepoint_open(name, fd, cookie, f"attaching {hook}")
         else:
-            lfd = int(_libbpf.lib.bpf_raw_tracepoint_open(raw, fd))
+            lfd = _libbpf.raw_tracepoint_open(name.encode(), fd)
     except EBPFError as exc:
         if exc.errno == _errno.ENOENT:
             raise KeyNotExistError(f"{hook} does not exist", _errno.ENOENT) from None
@@ -176,19 +163,6 @@ _TRACING_ATTACH = {
     AttachType.MODIFY_RETURN: "fmod_ret",
     AttachType.LSM_MAC: "lsm",
 }
-
-
-class _link_create_tracing_attr(ctypes.Structure):
-    # union bpf_attr, link_create member with its tracing variant
-    _fields_ = [
-        ("prog_fd", c_uint32),
-        ("target_fd", c_uint32),
-        ("attach_type", c_uint32),
-        ("flags", c_uint32),
-        ("target_btf_id", c_uint32),
-        ("_pad", c_uint32),
-        ("cookie", c_uint64),
-    ]
 
 
 def attach_tracing(prog: Any, cookie: int = 0, *, target: Any = None, target_name: Optional[str] = None) -> FDLink:
@@ -225,17 +199,16 @@ def attach_tracing(prog: Any, cookie: int = 0, *, target: Any = None, target_nam
             if cookie:
                 raise NotSupportedError("a BPF cookie for a tracing program of unknown attach type",
                                         detail="load the program from a spec so its attach type is known")
-            lfd = int(_libbpf.lib.bpf_raw_tracepoint_open(None, fd))
+            lfd = _libbpf.raw_tracepoint_open(None, fd)
         elif cookie and attach_type == AttachType.TRACE_RAW_TP:
             # libbpf 1.1 drops the cookie of BPF_TRACE_RAW_TP links.
-            attr = _link_create_tracing_attr(prog_fd=fd, attach_type=int(attach_type), cookie=cookie)
-            lfd = _syscall.bpf(_syscall.BPF_LINK_CREATE, attr, f"attaching {hook}")
+            attr = _syscall.link_create_attr(prog_fd=fd, attach_type=int(attach_type))
+            attr.tracing.cookie = cookie
+            lfd = _syscall.link_create(attr, f"attaching {hook}")
         else:
-            opts = _libbpf.bpf_link_create_opts()
-            opts.set_cookie(cookie)
             # libbpf falls back to BPF_RAW_TRACEPOINT_OPEN on kernels whose
             # link_create does not know tracing programs (before 5.8/5.10).
-            lfd = int(_libbpf.lib.bpf_link_create(fd, 0, int(attach_type), ctypes.byref(opts)))
+            lfd = _libbpf.link_create(fd, 0, int(attach_type), cookie=cookie)
     except EBPFError as exc:
         raise _tracing_error(exc, hook, cookie) from None
     return FDLink(lfd, hook)
@@ -260,7 +233,7 @@ def _tracing_error(exc: EBPFError, hook: str, cookie: int) -> EBPFError:
 def _attach_freplace(prog: Any, fd: int, target: Any, target_name: str, cookie: int) -> FDLink:
     if target is None:
         try:
-            lfd = int(_libbpf.lib.bpf_raw_tracepoint_open(None, fd))
+            lfd = _libbpf.raw_tracepoint_open(None, fd)
         except EBPFError as exc:
             raise _tracing_error(exc, f"freplace {target_name}", 0) from None
         return FDLink(lfd, f"freplace {target_name}")
@@ -268,26 +241,14 @@ def _attach_freplace(prog: Any, fd: int, target: Any, target_name: str, cookie: 
         raise InvalidObjectError("freplace needs target_name= (the function to replace)", _errno.EINVAL)
     target_fd = program_fd(target)
     btf_id = function_btf_id(target, target_name)
-    opts = _libbpf.bpf_link_create_opts(target_btf_id=btf_id)
     if cookie:
         raise NotSupportedError("BPF cookies on freplace links")
     hook = f"freplace {target_name}"
     try:
-        lfd = int(_libbpf.lib.bpf_link_create(fd, target_fd, 0, ctypes.byref(opts)))
+        lfd = _libbpf.link_create(fd, target_fd, 0, target_btf_id=btf_id)
     except EBPFError as exc:
         raise _tracing_error(exc, hook, 0) from None
     return FDLink(lfd, hook)
-
-
-class _bpf_btf_info(ctypes.Structure):
-    _fields_ = [
-        ("btf", c_uint64),
-        ("btf_size", c_uint32),
-        ("id", c_uint32),
-        ("name", c_uint64),
-        ("name_len", c_uint32),
-        ("kernel_btf", c_uint32),
-    ]
 
 
 def function_btf_id(prog: Any, func: str) -> int:
@@ -303,18 +264,12 @@ def function_btf_id(prog: Any, func: str) -> int:
     pname = getattr(prog, "name", "") or info.name
     if not info.btf_id:
         raise InvalidObjectError(f"program {pname!r} has no BTF: it cannot be a freplace target", _errno.EINVAL)
-    btf_fd = int(_libbpf.lib.bpf_btf_get_fd_by_id(info.btf_id))
+    btf_fd = _libbpf.btf_get_fd_by_id(info.btf_id)
     try:
-        bi = _bpf_btf_info()
-        size = c_uint32(ctypes.sizeof(bi))
-        _libbpf.lib.bpf_obj_get_info_by_fd(btf_fd, ctypes.byref(bi), ctypes.byref(size))
-        buf = ctypes.create_string_buffer(bi.btf_size)
-        bi2 = _bpf_btf_info(btf=ctypes.addressof(buf), btf_size=bi.btf_size)
-        size = c_uint32(ctypes.sizeof(bi2))
-        _libbpf.lib.bpf_obj_get_info_by_fd(btf_fd, ctypes.byref(bi2), ctypes.byref(size))
+        raw = _syscall.btf_data(btf_fd)
     finally:
         os.close(btf_fd)
-    spec = Spec.from_raw(buf.raw[: bi.btf_size], validate=False)
+    spec = Spec.from_raw(raw, validate=False)
     found = spec.types_by_name(func, "func")
     if not found:
         raise KeyNotExistError(f"function {func!r} not found in the BTF of program {pname!r}", _errno.ENOENT)
@@ -373,9 +328,7 @@ def _kprobe(symbol: str, prog: Any, offset: int, cookie: int, ret: bool) -> Link
     attr = perf_event_attr(type=ptype, sample_period=1, wakeup_events=1)
     if ret:
         attr.config = 1 << pmu_retprobe_bit("kprobe")
-    sym = ctypes.create_string_buffer(symbol.encode())
-    attr.config1 = ctypes.addressof(sym)  # kprobe_func
-    attr.config2 = offset  # probe_offset
+    attr.set_probe(symbol.encode(), offset)  # kprobe_func, probe_offset
     try:
         fd = open_perf_fd(attr, -1, 0, what=f"opening {hook}")
     except EBPFError as exc:
@@ -470,25 +423,17 @@ def _kprobe_multi(symbols: Sequence[Union[str, int]], prog: Any, cookies: Option
     hook = f"{kind} " + (", ".join(map(str, items[:3])) + (", ..." if len(items) > 3 else ""))
     _check_kprobe_program(prog, hook, multi=True)
     fd = program_fd(prog)
-    opts = _libbpf.bpf_link_create_opts()
-    opts.kprobe_multi_flags = BPF_F_KPROBE_MULTI_RETURN if ret else 0
-    opts.kprobe_multi_cnt = len(items)
-    if by_name:
-        names = [s.encode() for s in items]  # type: ignore[union-attr]
-        syms = (ctypes.c_char_p * len(names))(*names)
-        opts.kprobe_multi_syms = ctypes.addressof(syms)
-    else:
-        addrs = (ctypes.c_ulong * len(items))(*items)  # type: ignore[arg-type]
-        opts.kprobe_multi_addrs = ctypes.addressof(addrs)
-    if cookies is not None:
-        cookie_arr = (c_uint64 * len(cookies))(*cookies)
-        opts.kprobe_multi_cookies = ctypes.addressof(cookie_arr)
     try:
-        lfd = int(_libbpf.lib.bpf_link_create(fd, 0, int(AttachType.TRACE_KPROBE_MULTI), ctypes.byref(opts)))
+        lfd = _libbpf.kprobe_multi_link_create(
+            fd, int(AttachType.TRACE_KPROBE_MULTI),
+            symbols=[s.encode() for s in items] if by_name else None,  # type: ignore[union-attr]
+            addresses=None if by_name else items,  # type: ignore[arg-type]
+            cookies=cookies, flags=BPF_F_KPROBE_MULTI_RETURN if ret else 0,
+        )
     except EBPFError as exc:
         if exc.errno in (_errno.ESRCH, _errno.ENOENT):
             raise KeyNotExistError(f"{hook}: kernel symbol not found (or not traceable)", exc.errno) from None
-        if exc.errno in (_errno.EOPNOTSUPP, 524):
+        if exc.errno in (_errno.EOPNOTSUPP, ENOTSUPP):
             raise NotSupportedError("kprobe.multi links", min_kernel="5.18", errno=exc.errno,
                                     detail="the kernel has no fprobe support (CONFIG_FPROBE / CONFIG_KPROBES)") from None
         if exc.errno == _errno.EINVAL:

@@ -23,7 +23,6 @@ USDT probes (``<sys/sdt.h>``) are attached with :meth:`Executable.usdt`; see
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import mmap
 import os
@@ -33,12 +32,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from ..errors import EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
+from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
 from ..types import ProgramType
-from ._link import Link, program_fd
+from ._link import Link, check_program_type, program_fd
 from .perf_event import (
     attach_owned_perf_fd,
-    check_program_type,
     open_perf_fd,
     perf_event_attr,
     pmu_retprobe_bit,
@@ -341,9 +339,8 @@ def open_uprobe_event(path: str, offset: int, *, pid: int = -1, retprobe: bool =
         if not os.path.exists(f"/sys/bus/event_source/devices/{_UPROBE_PMU}/format/ref_ctr_offset"):
             raise NotSupportedError("uprobe semaphores (ref_ctr_offset)", min_kernel="4.20")
         config |= ref_ctr_offset << REF_CTR_OFFSET_SHIFT
-    # config1 is a pointer to the path: the buffer must outlive the syscall.
-    path_buf = ctypes.create_string_buffer(os.fsencode(path))
-    attr = perf_event_attr(type=ptype, config=config, config1=ctypes.addressof(path_buf), config2=offset)
+    attr = perf_event_attr(type=ptype, config=config)
+    attr.set_probe(os.fsencode(path), offset)  # uprobe_path, probe_offset
     # A probe on all processes must name a CPU (it still fires on every CPU);
     # one for a single process names none.
     cpu = 0 if pid == -1 else -1
@@ -361,12 +358,10 @@ def open_uprobe_event(path: str, offset: int, *, pid: int = -1, retprobe: bool =
                 why += ", or a semaphore offset that differs from another probe's at the same place"
             raise InvalidObjectError(f"{what}: the kernel refused offset {offset:#x} of {path} (EINVAL: {why})",
                                      err) from None
-        if err in (_errno.EOPNOTSUPP, 524):
+        if err in (_errno.EOPNOTSUPP, ENOTSUPP):
             raise NotSupportedError(f"{what}", errno=err,
                                     detail=f"the kernel cannot probe the instruction at offset {offset:#x} of {path}") from None
         raise
-    finally:
-        del path_buf  # only now may the path's buffer go
 
 
 def attach_uprobe_offset(path: str, offset: int, prog: Any, *, pid: Optional[int] = None, retprobe: bool = False,

@@ -38,10 +38,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ..errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError
+from ..errors import EBPFError, InvalidObjectError, NotSupportedError
 from ..types import MapType, ProgramType
-from ._link import Link, program_fd
-from .perf_event import check_program_type, perf_link_supported
+from ._link import Link, check_program_type, program_fd
+from .perf_event import perf_link_supported
 from .uprobe import EM_X86_64, ElfImage, attach_uprobe_offset
 
 __all__ = [
@@ -374,10 +374,7 @@ class USDTLink(Link):
         self._map_id = map_id
         self._spec_ids = list(spec_ids)
         self._description = description
-
-    @property
-    def closed(self) -> bool:
-        return self._map is None
+        Link.__init__(self)
 
     @property
     def probes(self) -> List[USDTProbe]:
@@ -387,8 +384,7 @@ class USDTLink(Link):
     @property
     def links(self) -> List[Link]:
         """The per-location uprobe links (owned by this link)."""
-        if self._map is None:
-            raise ClosedError("link")
+        self._check_open()
         return list(self._links)
 
     @property
@@ -396,33 +392,27 @@ class USDTLink(Link):
         """Indexes of this link's specs in ``__bpf_usdt_specs``."""
         return list(self._spec_ids)
 
-    def close(self) -> None:
+    # Kept on the class: the finalizer may run when module globals are gone.
+    _release_ids = staticmethod(_release_ids)
+
+    def _release(self, _key: Any = struct.Struct("=I").pack) -> None:
         m, self._map = self._map, None
-        if m is None:
-            return
         links, self._links = self._links, []
-        for link in links:
-            link.close()
-        # Zero the slots only after the probes are gone, so no program run
-        # can see a half-cleared spec.
         ids, self._spec_ids = self._spec_ids, []
         try:
+            for link in links:
+                link.close()
+            # Zero the slots only after the probes are gone, so no program run
+            # can see a half-cleared spec.
+            empty = bytes(SPEC_SIZE)
             for i in ids:
                 try:
-                    m.update(struct.pack("=I", i), bytes(SPEC_SIZE))
-                except EBPFError:
+                    m.update(_key(i), empty)
+                except Exception:
                     pass
         finally:
-            _release_ids(self._map_id, ids)
+            self._release_ids(self._map_id, ids)
             m.close()
-
-    def __del__(self) -> None:
-        # A link dropped without close() still detaches and frees its slots;
-        # at interpreter shutdown whatever fails is left to the kernel.
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def pin(self, path: Any) -> None:
         raise NotSupportedError("pinning a USDT link",

@@ -9,22 +9,21 @@ Interface names and indexes belong to the calling thread's network
 namespace, as they do for the kernel.
 
 This module also holds the small helpers the other network attach modules
-share (interface lookup, program type checks).
+share (interface lookup, attach type values).
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import errno
 import os
 import socket
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 from .. import _libbpf
-from ..errors import EBPFError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
-from ._link import FDLink, program_fd
+from ._link import FDLink, check_program_type, program_fd
 
 __all__ = ["XDPFlags", "attach_xdp"]
 
@@ -85,19 +84,6 @@ def interface_name(ifindex: int) -> str:
         return f"ifindex {ifindex}"
 
 
-def check_program_type(prog: Any, allowed: Iterable[ProgramType], hook: str) -> None:
-    """Refuse a program of the wrong type before the kernel's bare EINVAL."""
-    ptype = getattr(prog, "type", None)
-    if ptype is None or isinstance(prog, int):
-        return  # a raw fd: the kernel will judge
-    allowed = tuple(allowed)
-    if int(ptype) not in {int(t) for t in allowed}:
-        name = getattr(prog, "name", "?")
-        have = ptype.name if isinstance(ptype, ProgramType) else str(ptype)
-        need = " or ".join(t.name for t in allowed)
-        raise EBPFError(f"{hook}: program {name!r} is a {have} program, the hook needs {need}", errno.EINVAL)
-
-
 def attach_type_value(attach_type: Any) -> int:
     if isinstance(attach_type, bool) or not isinstance(attach_type, int):
         raise TypeError(f"attach_type must be an ebpf.AttachType, not {type(attach_type).__name__}")
@@ -128,9 +114,8 @@ def attach_xdp(ifname_or_index: Union[str, int], prog: Any, flags: int = 0) -> F
     ifname = interface_name(ifindex)
     # Links always refuse to replace a program: UPDATE_IF_NOEXIST is implied
     # and the kernel accepts only mode bits here.
-    opts = _libbpf.bpf_link_create_opts(flags=int(modes))
     try:
-        fd = _libbpf.lib.bpf_link_create(prog_fd, ifindex, int(AttachType.XDP), ctypes.byref(opts))
+        fd = _libbpf.link_create(prog_fd, ifindex, int(AttachType.XDP), flags=int(modes))
     except EBPFError as exc:
         raise _xdp_error(exc, ifname, modes) from None
     return FDLink(fd, f"xdp {ifname}")
@@ -143,7 +128,7 @@ def _xdp_error(exc: EBPFError, ifname: str, modes: XDPFlags) -> EBPFError:
     if exc.errno == errno.EEXIST:
         return EBPFError(f"attach_xdp: {ifname} already has an XDP program in another mode "
                          f"(generic and native XDP cannot be attached at once)", exc.errno)
-    if exc.errno in (errno.EOPNOTSUPP, 524):
+    if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP):
         return NotSupportedError(f"{mode} XDP on {ifname}", errno=exc.errno, detail="the driver cannot run XDP in this mode")
     if exc.errno == errno.EINVAL and modes == XDPFlags.HW_MODE:
         return NotSupportedError(f"offloaded XDP on {ifname}", errno=exc.errno)

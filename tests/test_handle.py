@@ -30,7 +30,7 @@ from ebpf.link.usdt import USDTLink
 from ebpf.ringbuf import Writer
 
 from conftest import ROOT, fixture_path
-from netutil import cgroup, netns, sh  # noqa: F401 (fixtures)
+from netutil import cgroup, netns  # noqa: F401 (fixtures)
 
 
 class Counted(Handle):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     # lazily through __getattr__ below, keeping `import ebpf` fast.
     from . import asm, btf, errors, features, link, perf, rlimit, ringbuf
     from .collection import Collection, Variable, new_collection
+    from .ids import map_from_id, map_ids, program_from_id, program_ids
     from .info import MapInfo, ProgramInfo
     from .maps import Map, load_pinned_map, new_map
     from .programs import Program, RunResult, load_pinned_program, new_program
@@ -76,6 +77,7 @@ _LAZY_NAMES: dict[str, str] = {
     "MapInfo": ".info",
     "ProgramInfo": ".info",
     "TypedMap": ".typed",
+    "program_ids": ".ids", "map_ids": ".ids", "program_from_id": ".ids", "map_from_id": ".ids",
 }
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import errno as _errno
 import logging
 import os
+import struct
+import sys
 import threading
 from ctypes import (
     CFUNCTYPE,
@@ -432,7 +433,24 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     # -- maps and marshalling: add entries below --
     # -- links, info, features: add entries below --
     # -- btf (dumping, validation): add entries below --
+    # btf__parse reads raw BTF or an ELF's .BTF; the dumper's printf callback
+    # is passed as a plain pointer (libc's vfprintf, see dump_btf_c).
+    "btf__parse": (btf_p, [_str, _ptr], NULL_ERRNO, None),
+    "btf__parse_split": (btf_p, [_str, btf_p], NULL_ERRNO, None),
+    "btf__load_from_kernel_by_id": (btf_p, [_u32], NULL_ERRNO, None),
+    "btf__load_from_kernel_by_id_split": (btf_p, [_u32, btf_p], NULL_ERRNO, None),
+    "btf__type_cnt": (_u32, [btf_p], NONE, None),
+    "btf__type_by_id": (_ptr, [btf_p, _u32], NONE, None),
+    "btf_dump__new": (_ptr, [btf_p, _ptr, _ptr, _ptr], NULL_ERRNO, None),
+    "btf_dump__dump_type": (_int, [_ptr, _u32], NEG_ERRNO, None),
+    "btf_dump__free": (None, [_ptr], NONE, None),
     # -- command line: add entries below --
+    # Kernel objects by id.  They return -errno (ENOENT past the last id);
+    # next_id() reads that.
+    "bpf_prog_get_next_id": (_int, [_u32, POINTER(_u32)], NONE, None),
+    "bpf_map_get_next_id": (_int, [_u32, POINTER(_u32)], NONE, None),
+    "bpf_link_get_next_id": (_int, [_u32, POINTER(_u32)], NONE, None),
+    "bpf_btf_get_next_id": (_int, [_u32, POINTER(_u32)], NONE, None),
 }
 
 _CDLL: Optional[ctypes.CDLL] = None
@@ -930,4 +948,220 @@ def batch_lookup_probe(map_fd: int) -> int:
 
 # -- btf (dumping, validation) --
 
+# libbpf's C dumper calls printf_fn(ctx, fmt, va_list) for each fragment:
+# vfprintf's own shape, so with a FILE* as ctx the text goes straight into a
+# C stream, with no Python call per fragment (the kernel's BTF makes ~10^6).
+_fdopen = _libc.fdopen
+_fdopen.argtypes = [c_int, c_char_p]
+_fdopen.restype = c_void_p
+_fputs = _libc.fputs
+_fputs.argtypes = [c_char_p, c_void_p]
+_fputs.restype = c_int
+_fclose = _libc.fclose
+_fclose.argtypes = [c_void_p]
+_fclose.restype = c_int
+_VFPRINTF = ctypes.cast(_libc.vfprintf, c_void_p)
+
+_BTF_MAGIC = 0xEB9F
+_BTF_HEADER = struct.Struct("=HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
+_KIND_STRUCT = 4
+_MAX_VLEN = 0xFFFF
+
+
+def _open_btf(path: Optional[str], data: Optional[bytes], base: Any) -> Any:
+    """A libbpf ``struct btf *`` from a file (raw BTF or ELF) or raw bytes
+    (libbpf copies them), split over ``base`` (a ``struct btf *``) when
+    given (libbpf 1.1 splits only files)."""
+    if data is not None:
+        if base:
+            raise ValueError("split BTF is read from a file (base_path with path)")
+        return lib.btf__new(bytes(data), len(data))
+    assert path is not None
+    if base:
+        return lib.btf__parse_split(os.fsencode(path), base)
+    return lib.btf__parse(os.fsencode(path), None)
+
+
+def _with_root_structs(data: Any) -> Optional[Tuple[bytearray, int]]:
+    """``data`` (native-endian raw BTF) with anonymous structs appended, each
+    with room for up to 65535 members of type void; and their number.
+
+    Dumping every type the way bpftool does is one btf_dump__dump_type()
+    per id, in id order: ~130,000 calls through ctypes for the kernel's
+    BTF, which cost more than the dumping itself.  A call on an anonymous
+    struct orders each member's type exactly as a call on that type would
+    (btf_dump_order_type), in member order, emits nothing for the struct
+    itself, and the queue it emits is the concatenation of what the
+    separate calls would have emitted.  So once the dumper exists, the
+    members are pointed at ids 1..n (:func:`_point_roots`) and one call per
+    struct does the work of 65535.  They must be void until then: the dumper
+    marks every type some other type refers to when it is created, and
+    anonymous enums that nothing refers to are emitted only as roots.
+    """
+    view = memoryview(data)
+    if len(view) < _BTF_HEADER.size:
+        return None
+    magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = _BTF_HEADER.unpack_from(view)
+    if magic != _BTF_MAGIC or hdr_len < _BTF_HEADER.size:
+        return None
+    t0, s0 = hdr_len + type_off, hdr_len + str_off
+    if t0 + type_len > s0 or s0 + str_len > len(view):
+        return None
+    # Every record is at least 12 bytes: room for type_len // 12 roots.
+    capacity = max(1, type_len // 12)
+    chunks = -(-capacity // _MAX_VLEN)
+    extra = 12 * (chunks + capacity)
+    out = bytearray(hdr_len + type_len + extra + str_len)  # zeroed: void members
+    out[:hdr_len] = view[:hdr_len]
+    _BTF_HEADER.pack_into(out, 0, magic, version, flags, hdr_len, 0, type_len + extra, type_len + extra, str_len)
+    out[hdr_len:hdr_len + type_len] = view[t0:t0 + type_len]
+    pos, left = hdr_len + type_len, capacity
+    for _ in range(chunks):
+        vlen = min(left, _MAX_VLEN)
+        struct.pack_into("=I", out, pos + 4, (_KIND_STRUCT << 24) | vlen)
+        pos += 12 * (1 + vlen)
+        left -= vlen
+    out[pos:] = view[s0:s0 + str_len]
+    return out, chunks
+
+
+def _point_roots(btf_: Any, chunks: int) -> List[int]:
+    """Point the members of the structs appended by :func:`_with_root_structs`
+    at ids 1..n, in order; returns the ids of the structs that got any."""
+    import array
+
+    count = int(lib.btf__type_cnt(btf_))
+    first = count - chunks  # the first appended struct; 1..first-1 are the real types
+    members = array.array("I", bytes(12 * (first - 1)))
+    members[1::3] = array.array("I", range(1, first))
+    address = members.buffer_info()[0]
+    used = []
+    done = 0
+    for i in range(chunks):
+        n = min(first - 1 - done, _MAX_VLEN)
+        if n <= 0:
+            break
+        record = lib.btf__type_by_id(btf_, first + i)
+        ctypes.memmove(record + 12, address + 12 * done, 12 * n)
+        done += n
+        used.append(first + i)
+    return used
+
+
+def dump_btf_c(out_fd: int, *, path: Optional[str] = None, data: Optional[bytes] = None,
+               base_path: Optional[str] = None, type_ids: Optional[List[int]] = None,
+               header: str = "", footer: str = "") -> None:
+    """Write BTF as C declarations to ``out_fd`` with libbpf's dumper.
+
+    The BTF comes from ``path`` (raw BTF or an ELF object) or ``data``; a
+    split blob (a kernel module's) needs ``base_path``.  ``type_ids`` are the
+    roots to dump (with what they depend on); by default every type, in id
+    order, as ``bpftool btf dump ... format c`` does.  ``header`` and
+    ``footer`` go into the same stream around the declarations.
+    """
+    base = _open_btf(base_path, None, None) if base_path else None
+    btf_ = dump = stream = None
+    try:
+        chunks = 0
+        if type_ids is None and base is None:
+            raw: Any = data
+            if raw is None and path is not None:
+                with open(path, "rb") as f:
+                    raw = f.read()
+                if int.from_bytes(raw[:2], sys.byteorder) != _BTF_MAGIC:
+                    raw = None  # an ELF object (or foreign-endian): libbpf reads it
+            widened = _with_root_structs(raw) if raw is not None else None
+            if widened is not None:
+                buf, chunks = widened
+                btf_ = lib.btf__new((c_char * len(buf)).from_buffer(buf), len(buf))
+        if btf_ is None:
+            btf_ = _open_btf(path if data is None else None, data, base)
+        fd = os.dup(out_fd)
+        stream = _fdopen(fd, b"w")
+        if not stream:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise errno_error(err, "fdopen")
+        dump = lib.btf_dump__new(btf_, _VFPRINTF, stream, None)
+        if chunks:
+            ids: Any = _point_roots(btf_, chunks)
+        elif type_ids is not None:
+            ids = type_ids
+        else:
+            first = int(lib.btf__type_cnt(base)) if base else 1
+            ids = range(first, int(lib.btf__type_cnt(btf_)))
+        if header:
+            _fputs(header.encode(), stream)
+        dump_type = lib.btf_dump__dump_type
+        for tid in ids:
+            dump_type(dump, tid)
+        if footer:
+            _fputs(footer.encode(), stream)
+    finally:
+        if dump:
+            lib.btf_dump__free(dump)
+        if stream:
+            if _fclose(stream) != 0:
+                err = ctypes.get_errno()
+                if err != 32:  # EPIPE: the reader went away (`| head`)
+                    raise errno_error(err, "writing the C declarations")
+        if btf_:
+            lib.btf__free(btf_)
+        if base:
+            lib.btf__free(base)
+
+
 # -- command line --
+
+
+_NEXT_ID = {
+    "prog": "bpf_prog_get_next_id",
+    "map": "bpf_map_get_next_id",
+    "link": "bpf_link_get_next_id",
+    "btf": "bpf_btf_get_next_id",
+}
+
+
+def next_id(kind: str, start: int) -> int:
+    """The smallest id of a ``kind`` ("prog", "map", "link", "btf") object
+    above ``start``, or 0 when there is none (BPF_*_GET_NEXT_ID)."""
+    out = c_uint32()
+    err = int(getattr(lib, _NEXT_ID[kind])(start, ctypes.byref(out)))
+    if err == -2:  # ENOENT: past the last id
+        return 0
+    if err < 0:
+        raise errno_error(-err, f"BPF_{kind.upper()}_GET_NEXT_ID")
+    return int(out.value)
+
+
+class bpf_btf_info(Structure):
+    _fields_ = [
+        ("btf", c_uint64),
+        ("btf_size", c_uint32),
+        ("id", c_uint32),
+        ("name", c_uint64),
+        ("name_len", c_uint32),
+        ("kernel_btf", c_uint32),
+    ]
+
+
+def btf_object_info(fd: int, with_data: bool = False) -> Tuple[int, str, bool, int, bytes]:
+    """(id, name, kernel_btf, size, raw BTF or b"") of the BTF object behind ``fd``.
+
+    Two BPF_OBJ_GET_INFO_BY_FD calls: the first learns the sizes, the second
+    hands the kernel buffers of exactly those sizes.
+    """
+    info = bpf_btf_info()
+    size = c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    name_buf = ctypes.create_string_buffer(max(1, info.name_len + 1))
+    data_buf = ctypes.create_string_buffer(max(1, info.btf_size) if with_data else 1)
+    again = bpf_btf_info(name=ctypes.addressof(name_buf), name_len=len(name_buf))
+    if with_data:
+        again.btf = ctypes.addressof(data_buf)
+        again.btf_size = info.btf_size
+    size = c_uint32(ctypes.sizeof(again))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(again), ctypes.byref(size))
+    data = data_buf.raw[:min(again.btf_size, info.btf_size)] if with_data else b""
+    return (int(again.id), name_buf.value.decode(errors="replace"), bool(again.kernel_btf),
+            int(again.btf_size), data)

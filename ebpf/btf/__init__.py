@@ -67,6 +67,7 @@ _LAZY = {
     "codec_for": ".codec",
     "format_c": ".format",
     "declaration": ".format",
+    "btf_ids": "..ids",
 }
 
 
@@ -84,7 +85,7 @@ __all__ = [
     "Enum64", "EnumValue", "Float", "Func", "FuncLinkage", "FuncParam", "FuncProto", "Fwd",
     "FwdKind", "Int", "IntEncoding", "Kind", "Member", "Pointer", "Restrict", "Spec", "Struct",
     "Type", "TypeNotFoundError", "TypeTag", "Typedef", "Union", "Var", "VarLinkage", "VarSecinfo",
-    "Void", "Volatile", "alignof", "codec_for", "declaration", "flush_kernel_specs", "format_c",
+    "Void", "Volatile", "alignof", "btf_ids", "codec_for", "declaration", "flush_kernel_specs", "format_c",
     "load_kernel_module_spec", "load_kernel_spec", "load_spec", "sizeof", "underlying",
     "validate", "walk",
 ]

@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "attach_perf_event": ".perf_event",
     "open_cpu_clock": ".perf_event",
     "attach_all": ".auto",
+    "link_ids": "..ids",
     # user-space probes
     "open_executable": ".uprobe",
     "Executable": ".uprobe",

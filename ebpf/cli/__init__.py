@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence
@@ -47,6 +46,8 @@ def fail(message: str, hint: str = "") -> "CommandError":
 
 def emit_json(doc: Any, stream: Any = None) -> None:
     """Print one JSON document (one line: JSON lines for streams)."""
+    import json
+
     out = stream if stream is not None else sys.stdout
     out.write(json.dumps(doc, separators=(",", ":"), default=_json_default) + "\n")
     out.flush()
@@ -64,14 +65,17 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a command, only that command's
+    module is imported (a command line pays for what it runs)."""
     parser = argparse.ArgumentParser(
         prog="ebpf",
         description="Look at BPF objects and the running kernel, and run BPF programs without writing user space.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    for name in (first,) if first in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
@@ -84,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -101,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # one line per failure, typed
         if os.environ.get("EBPF_DEBUG") == "1":
             raise
-        _report(args.command, exc)
+        sub = getattr(args, f"{args.command}_command", None)
+        _report(f"{args.command} {sub}" if sub else args.command, exc)
         return EXIT_FAILURE
 
 

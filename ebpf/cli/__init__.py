@@ -72,6 +72,8 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         prog="ebpf",
         description="Look at BPF objects and the running kernel, and run BPF programs without writing user space.",
     )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show libbpf's messages (-vv: its debug output too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     first = next((a for a in argv or () if not a.startswith("-")), None)
@@ -92,6 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv = sys.argv[1:]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    _route_libbpf_log(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return int(func(args) or EXIT_OK)
@@ -110,6 +113,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         sub = getattr(args, f"{args.command}_command", None)
         _report(f"{args.command} {sub}" if sub else args.command, exc)
         return EXIT_FAILURE
+
+
+def _route_libbpf_log(verbose: int) -> None:
+    """libbpf's messages go to the ``ebpf.libbpf`` logger; a failure is
+    reported once as our own line (with libbpf's last warning in it), so
+    they are shown only when asked for."""
+    import logging
+
+    lg = logging.getLogger("ebpf")
+    if not verbose:
+        lg.addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    lg.addHandler(handler)
+    lg.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 def _report(command: str, exc: BaseException) -> None:

@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
     src.add_argument("--kernel", action="store_true", help=f"the running kernel's BTF ({KERNEL_BTF})")
     src.add_argument("--id", type=int, metavar="ID", help="the kernel's BTF object with this id (see `btf list`)")
     d.add_argument("--format", choices=("c", "text", "json"), default="text", help="output format (default text)")
+    d.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     d.add_argument("--type", action="append", metavar="NAME", dest="types",
                    help="only this type (C: with what it needs); 'struct NAME' etc. picks a kind; repeatable")
     d.add_argument("--base", metavar="FILE",
@@ -190,7 +191,9 @@ _VAR_LINKAGE = {0: "static", 1: "global", 2: "extern"}
 
 def _kind(t: Any) -> str:
     k = t.kind
-    if k == "enum" and getattr(t, "size", 4) == 8:
+    # One class holds both enum kinds; compilers use ENUM64 for values
+    # that do not fit 32 bits.
+    if k == "enum" and any(not -(1 << 31) <= v.value < (1 << 32) for v in t.values):
         k = "enum64"
     return _KIND.get(k, k.upper())
 

@@ -9,6 +9,7 @@ from . import emit_json, fail
 from ._common import add_json, load_spec, name_of
 
 _CALL = 0x85
+_LDDW = 0x18
 
 
 def register(sub: Any) -> None:
@@ -34,8 +35,16 @@ def helper_name(ins: Any) -> Optional[str]:
     return None
 
 
-def listing(insns: Any) -> List[Dict[str, Any]]:
-    """One entry per instruction: slot, text, label (or None), helper (or None)."""
+def map_name(ins: Any, names: Dict[int, str]) -> Optional[str]:
+    """The map a kernel-translated ``lddw`` loads (its id is in the constant)."""
+    if ins.opcode != _LDDW or ins.src not in (1, 2) or ins.reference is not None:
+        return None
+    return names.get(ins.constant & 0xFFFFFFFF)
+
+
+def listing(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[Dict[str, Any]]:
+    """One entry per instruction: slot, text, label (or None), helper (or
+    None), map (the name, for a kernel-translated program's map loads)."""
     out: List[Dict[str, Any]] = []
     label = None
     it = iter(insns)
@@ -45,18 +54,21 @@ def listing(insns: Any) -> List[Dict[str, Any]]:
             continue
         slot, _, text = line.partition(":\t")
         ins = next(it)
-        out.append({"slot": int(slot), "text": text, "label": label, "helper": helper_name(ins)})
+        entry = {"slot": int(slot), "text": text, "label": label, "helper": helper_name(ins)}
+        if map_names is not None:
+            entry["map"] = map_name(ins, map_names)
+        out.append(entry)
         label = None
     return out
 
 
-def lines(insns: Any) -> List[str]:
+def lines(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[str]:
     """The listing as text lines."""
     out = []
-    for e in listing(insns):
+    for e in listing(insns, map_names):
         if e["label"]:
             out.append(f"{e['label']}:")
-        note = f"  # {e['helper']}" if e["helper"] else ""
+        note = f"  # {e['helper']}" if e["helper"] else (f"  # map {e['map']}" if e.get("map") else "")
         out.append(f"{e['slot']:>8}:\t{e['text']}{note}")
     return out
 

@@ -67,6 +67,18 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map_names(map_ids: Any) -> Dict[int, str]:
+    from ..ids import map_from_id
+
+    names = {}
+    for mid in map_ids:
+        m = by_id(map_from_id, mid)
+        if m is not None:
+            with m:
+                names[mid] = m.info().name
+    return names
+
+
 def run_show(args: argparse.Namespace) -> int:
     from ..ids import program_from_id
     from ..info import xlated_instructions
@@ -81,7 +93,7 @@ def run_show(args: argparse.Namespace) -> int:
         from ..asm import Instructions
         from .disasm import lines
 
-        listing = lines(Instructions.decode(raw, labels=True))
+        listing = lines(Instructions.decode(raw, labels=True), _map_names(r["map_ids"]))
     if args.json:
         if listing is not None:
             r["instructions"] = listing

@@ -412,13 +412,32 @@ def run(args: argparse.Namespace) -> int:
             links = attach(coll, skipped)
             report(links, skipped, streams, args)
             stream(streams, args.duration, args.json)
+            dumps = read_iterators(links)
         finally:
             for link in links.values():
                 link.close()
             for s in streams:
                 s.reader.close()
+        show_dumps(dumps, args.json)
         show_maps(coll, spec, args.json)
     return 0
+
+
+def read_iterators(links: Dict[str, Any]) -> List[Tuple[str, bytes]]:
+    """What each iterator program prints over one walk (name, bytes)."""
+    from ..link import Iter
+
+    return [(name, link.read()) for name, link in links.items() if isinstance(link, Iter)]
+
+
+def show_dumps(dumps: List[Tuple[str, bytes]], as_json: bool) -> None:
+    for name, data in dumps:
+        text = data.decode(errors="replace")
+        if as_json:
+            emit_json({"iterator": name, "output": text})
+        else:
+            sys.stdout.write(f"\n{name} (iterator):\n{text}" + ("" if text.endswith("\n") or not text else "\n"))
+    sys.stdout.flush()
 
 
 def report(links: Dict[str, Any], skipped: Dict[str, str], streams: List[EventStream],

@@ -28,7 +28,7 @@ def embedded_objects(data: bytes) -> List[Tuple[int, int]]:
     ``gen skeleton``) carry their BPF object as bytes in the executable; the
     size is where its last section or its section header table ends.
     """
-    found = []
+    found: List[Tuple[int, int]] = []
     start = 1
     while True:
         off = data.find(b"\x7fELF", start)

@@ -317,7 +317,7 @@ def run_list(args: argparse.Namespace) -> int:
     from ..ids import btf_ids, btf_info_from_id
 
     progs, maps = _users()
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for bid in btf_ids():
         try:
             info = btf_info_from_id(bid)

@@ -110,6 +110,10 @@ def _flag_names(cls: Any, flags: int) -> List[str]:
     return names + ([hex(rest)] if rest else [])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= _MAX_VALUE_TEXT else text[:_MAX_VALUE_TEXT - 3] + "..."
 
@@ -120,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"object": label, **doc})
         return 0
-    print(f"{label}: {len(doc['maps'])} maps, {len(doc['programs'])} programs, "
-          f"{len(doc['variables'])} variables")
+    counts = ", ".join(_count(len(doc[k]), k[:-1]) for k in ("maps", "programs", "variables"))
+    print(f"{label}: {counts}")
     if doc["maps"]:
         print("\nmaps:")
         table([(m["name"], m["type"], m["key_size"], m["value_size"], m["max_entries"],

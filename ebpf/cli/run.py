@@ -92,7 +92,8 @@ def parse_value(var: Any, text: str) -> Any:
         return float(text)
     if isinstance(u, T.Pointer):
         return _parse_int(text)
-    if isinstance(u, T.Array) and isinstance(T.underlying(u.type), T.Int) and T.underlying(u.type).size == 1:
+    elem = T.underlying(u.type) if isinstance(u, T.Array) else None
+    if isinstance(elem, T.Int) and elem.size == 1:
         if text.startswith("["):
             return bytes(json.loads(text))
         return text  # a C string; the codec checks it fits

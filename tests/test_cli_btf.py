@@ -183,3 +183,23 @@ def test_dump_by_id_and_list():
     assert vmlinux["kernel"] and vmlinux["size"] == os.path.getsize(KERNEL_BTF)
     out = cli("btf", "dump", "--id", vmlinux["id"], "--format", "c", "--type", "struct list_head").stdout
     assert "struct list_head {" in out
+
+
+def test_split_btf_over_a_base(tmp_path):
+    """A module's split BTF (this host has none: the test makes one the way
+    test_btf does) dumps over the kernel's: its own types, as C and text."""
+    need_kernel_btf()
+    from ebpf import btf
+
+    from test_btf import _split_on_running_kernel
+
+    base = btf.load_kernel_spec()
+    mod = tmp_path / "fake_mod"
+    mod.write_bytes(_split_on_running_kernel(base))
+    c = cli("btf", "dump", mod, "--base", KERNEL_BTF, "--format", "c").stdout
+    body = c.split("#endif\n\n", 1)[1]
+    assert body.startswith("struct task_struct;\n\nstruct mod_thing {\n\tint x;\n\tstruct task_struct *t;\n};")
+    text = cli("btf", "dump", mod, "--base", KERNEL_BTF).stdout.splitlines()
+    first = base._raw.end_id
+    assert text[0] == f"[{first}] PTR '(anon)' type_id={base.type_id(base.type_by_name('task_struct', 'struct'))}"
+    assert text[1] == f"[{first + 1}] STRUCT 'mod_thing' size=16 vlen=2"

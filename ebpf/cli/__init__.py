@@ -116,15 +116,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _route_libbpf_log(verbose: int) -> None:
-    """libbpf's messages go to the ``ebpf.libbpf`` logger; a failure is
-    reported once as our own line (with libbpf's last warning in it), so
-    they are shown only when asked for."""
+    """libbpf's messages go to the ``ebpf.libbpf`` logger (silent by
+    default); a failure is reported once as our own line, with libbpf's last
+    warning in it, so they are shown only when asked for."""
+    if not verbose:
+        return
     import logging
 
     lg = logging.getLogger("ebpf")
-    if not verbose:
-        lg.addHandler(logging.NullHandler())
-        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     lg.addHandler(handler)

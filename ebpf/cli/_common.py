@@ -7,7 +7,7 @@ import enum
 import os
 import struct
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from . import fail
 
@@ -112,6 +112,29 @@ def name_of(value: Any) -> str:
     return str(value)
 
 
+def flag_names(cls: Any, flags: int) -> List[str]:
+    """The lower-case names of the bits set in ``flags`` (unknown bits in hex)."""
+    names = [f.name.lower() for f in cls if f.value and flags & f.value == f.value and f.name]
+    rest = flags & ~sum(f.value for f in cls if flags & f.value == f.value)
+    return names + ([hex(rest)] if rest else [])
+
+
+def type_by_spelling(types: Any, text: str, what: str) -> Any:
+    """The BTF type ``text`` names: ``NAME``, or ``struct NAME`` (union,
+    enum, typedef) to pick a kind; a one-line failure naming ``what``."""
+    from ..btf import AmbiguousTypeError, TypeNotFoundError
+
+    if types is None:
+        raise fail(f"{what}: there is no BTF to find {text!r} in")
+    kind, _, bare = text.strip().partition(" ")
+    if not bare:
+        kind, bare = "", kind
+    try:
+        return types.type_by_name(bare.strip(), kind or None)
+    except (TypeNotFoundError, AmbiguousTypeError) as exc:
+        raise fail(f"{what}: {exc}", "name a kind to choose: 'struct NAME' (or union, enum, typedef)") from None
+
+
 def _text(raw: bytes) -> Optional[str]:
     try:
         s = raw.decode()
@@ -192,10 +215,3 @@ def pairs(items: Iterable[Tuple[str, Any]], out: Any = None, indent: str = "") -
     width = max((len(k) for k, _ in items), default=0)
     for k, v in items:
         out.write(f"{indent}{k + ':':<{width + 1}} {'-' if v is None or v == '' else v}\n")
-
-
-def counts_by(values: Iterable[str]) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out

@@ -43,12 +43,12 @@ class MapView:
     """A map's decoded entries and how to show them.
 
     ``kind`` is ``"hist"`` (``hists``: key -> log2 slot counts) or
-    ``"table"`` (``rows``: (key, value) pairs, zero entries of arrays left
-    out).
+    ``"table"`` (``rows``: (key, value) pairs; the all-zero entries of
+    arrays, which always exist, only with ``keep_zero``).
     """
 
     def __init__(self, name: str, map_type: Any, entries: Sequence[Tuple[Any, Any]],
-                 key_type: Any = None, value_type: Any = None) -> None:
+                 key_type: Any = None, value_type: Any = None, keep_zero: bool = False) -> None:
         from ..histogram import slot_counts, slots_member
 
         self.name = name
@@ -74,7 +74,7 @@ class MapView:
                 self.hists[None] = counts
         else:
             self.kind = "table"
-            self.rows = [(k, v) for k, v in entries if not (is_array and _is_zero(v))]
+            self.rows = [(k, v) for k, v in entries if keep_zero or not (is_array and is_zero(v))]
             try:
                 self.rows.sort(key=lambda kv: _sort_key(kv[0]))
             except TypeError:
@@ -126,16 +126,16 @@ def _sort_key(k: Any) -> Any:
     return p
 
 
-def _is_zero(v: Any) -> bool:
+def is_zero(v: Any) -> bool:
     if isinstance(v, (bytes, bytearray)):
         return not any(v)
     if isinstance(v, (int, float)):
         return v == 0
     p = plain(v)
     if isinstance(p, dict):
-        return all(_is_zero(x) for x in p.values())
+        return all(is_zero(x) for x in p.values())
     if isinstance(p, list):
-        return all(_is_zero(x) for x in p)
+        return all(is_zero(x) for x in p)
     if isinstance(p, str):
         return p == "" or set(p) <= {"0"}
     return False

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import emit_json, fail
-from ._common import add_json, table
+from ._common import add_json, table, type_by_spelling
 
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -129,18 +129,7 @@ def _is_module_btf(path: str) -> bool:
 
 
 def _pick_types(spec: Any, names: List[str]) -> List[Any]:
-    from ..btf import AmbiguousTypeError, TypeNotFoundError
-
-    out = []
-    for name in names:
-        kind, _, bare = name.strip().partition(" ")
-        if not bare:
-            kind, bare = "", kind
-        try:
-            out.append(spec.type_by_name(bare.strip(), kind or None))
-        except (TypeNotFoundError, AmbiguousTypeError) as exc:
-            raise fail(str(exc), "name a kind to choose: --type 'struct NAME' (or union, enum, typedef)") from None
-    return out
+    return [type_by_spelling(spec, name, "--type") for name in names]
 
 
 # -- dump ------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from . import emit_json
-from ._common import add_json, load_spec, name_of, pairs, plain, show, table
+from ._common import add_json, flag_names, load_spec, name_of, pairs, plain, show, table
 
 # Values longer than this are cut in the text output (--json has them whole).
 _MAX_VALUE_TEXT = 60
@@ -54,7 +54,7 @@ def describe(spec: Any) -> Dict[str, Any]:
             "key_size": m.key_size,
             "value_size": m.value_size,
             "max_entries": m.max_entries,
-            "flags": _flag_names(MapFlags, m.flags),
+            "flags": flag_names(MapFlags, m.flags),
             "pinning": name_of(m.pinning),
             "key_type": type_name(m.key) or None,
             "value_type": type_name(m.value) or None,
@@ -102,12 +102,6 @@ def btf_summary(types: Any) -> Any:
     for t in types:
         kinds[t.kind] = kinds.get(t.kind, 0) + 1
     return {"types": len(types), "byte_order": types.byte_order, "kinds": dict(sorted(kinds.items()))}
-
-
-def _flag_names(cls: Any, flags: int) -> List[str]:
-    names = [f.name.lower() for f in cls if f.value and flags & f.value == f.value and f.name]
-    rest = flags & ~sum(f.value for f in cls if flags & f.value == f.value)
-    return names + ([hex(rest)] if rest else [])
 
 
 def _count(n: int, noun: str) -> str:

@@ -7,7 +7,7 @@ import os
 from typing import Any, Dict
 
 from . import emit_json, fail
-from ._common import add_json, name_of, pairs, table
+from ._common import add_json, flag_names, name_of, pairs, table
 from ._kernel import by_id, holders, map_btf_types, parse_id, show_holders
 
 # Map types whose elements user space cannot read.
@@ -56,7 +56,6 @@ def open_map(arg: str) -> Any:
 
 def record(info: Any) -> Dict[str, Any]:
     from ..types import MapFlags
-    from .inspect import _flag_names
 
     return {
         "id": info.id,
@@ -65,7 +64,7 @@ def record(info: Any) -> Dict[str, Any]:
         "key_size": info.key_size,
         "value_size": info.value_size,
         "max_entries": info.max_entries,
-        "flags": _flag_names(MapFlags, info.flags),
+        "flags": flag_names(MapFlags, info.flags),
         "btf_id": info.btf_id or None,
     }
 
@@ -122,7 +121,8 @@ def run_dump(args: argparse.Namespace) -> int:
             raise fail(f"map {info.id} ({info.name}) is a {tname.lower()} map: it has no keys to walk",
                        "its elements are taken out with lookup_and_delete (pop)")
         key, value = map_btf_types(info)
-        view = MapView(info.name or f"map {info.id}", info.type, read_entries(m, key, value), key, value)
+        view = MapView(info.name or f"map {info.id}", info.type, read_entries(m, key, value), key, value,
+                       keep_zero=True)
     if args.json:
         emit_json(view.as_json())
         return 0

@@ -18,7 +18,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import emit_json, fail
-from ._common import load_spec, plain, show
+from ._common import load_spec, plain, show, type_by_spelling
 
 _EVENT_TYPES = ("RINGBUF", "PERF_EVENT_ARRAY")
 # Maps whose elements user space cannot list (or that hold only fds).
@@ -248,15 +248,7 @@ class EventStream:
 def _codec(types: Any, type_name: str) -> Any:
     from ..btf import codec_for
 
-    if types is None:
-        raise fail(f"--events ...:{type_name}: the object has no BTF to find {type_name!r} in")
-    kind, _, bare = type_name.partition(" ")
-    if not bare:
-        kind, bare = "", kind
-    try:
-        return codec_for(types.type_by_name(bare, kind or None))
-    except KeyError:
-        raise fail(f"--events ...:{type_name}: the object's BTF has no type {type_name!r}") from None
+    return codec_for(type_by_spelling(types, type_name, f"--events ...:{type_name}"))
 
 
 def open_streams(coll: Any, spec: Any, wanted: List[str], perf_buffer: int) -> List[EventStream]:
@@ -345,7 +337,7 @@ def emit(s: EventStream, as_json: bool) -> None:
 
 def globals_of(coll: Any, spec: Any) -> List[Tuple[str, Any]]:
     """(name, value) of the non-zero globals in writable sections."""
-    from ._maps import _is_zero
+    from ._maps import is_zero
 
     out = []
     for name, var in coll.variables.items():
@@ -356,7 +348,7 @@ def globals_of(coll: Any, spec: Any) -> List[Tuple[str, Any]]:
             value = var.get()
         except Exception:
             continue
-        if not _is_zero(value):
+        if not is_zero(value):
             out.append((name, value))
     return out
 

@@ -1042,6 +1042,9 @@ def _point_roots(btf_: Any, chunks: int) -> List[int]:
         if n <= 0:
             break
         record = lib.btf__type_by_id(btf_, first + i)
+        name_off, info = struct.unpack("=II", ctypes.string_at(record, 8))
+        if name_off or info >> 24 != _KIND_STRUCT or n > info & 0xFFFF:
+            raise EBPFError(f"btf_dump: type {first + i} is not the root struct appended for the dump")
         ctypes.memmove(record + 12, address + 12 * done, 12 * n)
         done += n
         used.append(first + i)

@@ -203,3 +203,17 @@ def test_split_btf_over_a_base(tmp_path):
     first = base._raw.end_id
     assert text[0] == f"[{first}] PTR '(anon)' type_id={base.type_id(base.type_by_name('task_struct', 'struct'))}"
     assert text[1] == f"[{first + 1}] STRUCT 'mod_thing' size=16 vlen=2"
+
+
+def test_c_dump_when_stdout_is_no_file():
+    """main() called in-process with stdout redirected: the C stream goes
+    through a temporary file instead of file descriptor 1."""
+    import contextlib
+    import io
+
+    from ebpf.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["btf", "dump", str(fixture_path("btf_types.o")), "--format", "c", "--type", "struct node"]) == 0
+    assert "struct node {" in buf.getvalue() and buf.getvalue().endswith("#endif /* __VMLINUX_H__ */\n")

@@ -221,3 +221,14 @@ def test_parse_value_by_btf_type():
     assert parse_value(tools.variables["target_ppid"], "42") == 42
     with pytest.raises(ValueError):
         parse_value(tools.variables["target_ppid"], "4.2")
+
+
+def test_libbpf_messages_only_with_verbose():
+    quiet = cli("run", fixture_path("link_iter.o"), "--duration", "0")
+    loud = cli("-v", "run", fixture_path("link_iter.o"), "--duration", "0")
+    assert "ebpf.libbpf:" not in quiet.stderr and "libbpf:" not in quiet.stderr
+    try:
+        features.have_iterator("bpf_map_elem")
+    except ebpf.NotSupportedError:  # its refusal is what libbpf talks about
+        assert "ebpf.libbpf: " in loud.stderr
+    assert "dump_tgids (iterator):" in loud.stdout and "dump_tgids (iterator):" in quiet.stdout

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import emit_json, fail
@@ -162,9 +164,23 @@ def _dump_c(src: _Source, names: Optional[List[str]]) -> int:
     if names:
         spec = src.spec()
         ids = [spec.type_id(t) for t in _pick_types(spec, names)]
+    def dump(fd: int) -> None:
+        _libbpf.dump_btf_c(fd, path=src.path if data is None else None, data=data, base_path=src.base_path,
+                           type_ids=ids, header=C_HEADER, footer=C_FOOTER)
+
     sys.stdout.flush()
-    _libbpf.dump_btf_c(sys.stdout.fileno(), path=src.path if data is None else None, data=data,
-                       base_path=src.base_path, type_ids=ids, header=C_HEADER, footer=C_FOOTER)
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        fd = -1
+    if fd >= 0:
+        dump(fd)  # straight from libbpf's C stream
+        return 0
+    # stdout is no file (main() called with it redirected in-process)
+    with tempfile.TemporaryFile() as f:
+        dump(f.fileno())
+        f.seek(0)
+        sys.stdout.write(f.read().decode())
     return 0
 
 

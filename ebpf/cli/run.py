@@ -272,8 +272,8 @@ def note(text: str) -> None:
     sys.stderr.flush()
 
 
-class _Stop(Exception):
-    pass
+class _Stop(KeyboardInterrupt):
+    """SIGTERM: stop as Ctrl-C does (detach, print the maps)."""
 
 
 def _on_term(signum: int, frame: Any) -> None:
@@ -286,7 +286,6 @@ def stream(streams: List[EventStream], duration: Optional[float], as_json: bool)
     for s in streams:
         sel.register(s.reader.fileno(), selectors.EVENT_READ, s)
     deadline = time.monotonic() + duration if duration is not None else None
-    old = signal.signal(signal.SIGTERM, _on_term)
     try:
         while True:
             timeout = None
@@ -299,10 +298,9 @@ def stream(streams: List[EventStream], duration: Optional[float], as_json: bool)
                 continue
             for key, _ in sel.select(timeout):
                 emit(key.data, as_json)
-    except (KeyboardInterrupt, _Stop):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_Stop)
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
         sel.close()
     for s in streams:  # what arrived before the stop
         emit(s, as_json)
@@ -392,6 +390,14 @@ def show_maps(coll: Any, spec: Any, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .. import rlimit
 
     spec, label = load_spec(args.object)
@@ -403,8 +409,11 @@ def run(args: argparse.Namespace) -> int:
         links: Dict[str, Any] = {}
         try:
             links = attach(coll, skipped)
-            report(links, skipped, streams, args)
-            stream(streams, args.duration, args.json)
+            try:
+                report(links, skipped, streams, args)
+                stream(streams, args.duration, args.json)
+            except KeyboardInterrupt:  # a stop before the stream began
+                pass
             dumps = read_iterators(links)
         finally:
             for link in links.values():

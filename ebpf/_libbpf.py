@@ -437,8 +437,6 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     # is passed as a plain pointer (libc's vfprintf, see dump_btf_c).
     "btf__parse": (btf_p, [_str, _ptr], NULL_ERRNO, None),
     "btf__parse_split": (btf_p, [_str, btf_p], NULL_ERRNO, None),
-    "btf__load_from_kernel_by_id": (btf_p, [_u32], NULL_ERRNO, None),
-    "btf__load_from_kernel_by_id_split": (btf_p, [_u32, btf_p], NULL_ERRNO, None),
     "btf__type_cnt": (_u32, [btf_p], NONE, None),
     "btf__type_by_id": (_ptr, [btf_p, _u32], NONE, None),
     "btf_dump__new": (_ptr, [btf_p, _ptr, _ptr, _ptr], NULL_ERRNO, None),

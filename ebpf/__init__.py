@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     # What type checkers and editors see; at run time these names load
     # lazily through __getattr__ below, keeping `import ebpf` fast.
     from . import asm, btf, errors, features, link, perf, rlimit, ringbuf
-    from .collection import Collection, Variable, new_collection
+    from .collection import Collection, Variable, load_and_assign, new_collection
+    from .elf_reader import load_collection_spec
     from .ids import map_from_id, map_ids, program_from_id, program_ids
     from .info import MapInfo, ProgramInfo
     from .maps import Map, load_pinned_map, new_map
     from .programs import Program, RunResult, load_pinned_program, new_program
-    from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec, load_collection_spec
+    from .names import sanitize_name
+    from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec
     from .typed import TypedMap
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
 
@@ -53,7 +55,7 @@ _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "e
 # Public names that live in modules which pull in the C library; resolved on
 # first use so that ``import ebpf`` does not pay for loading libbpf.
 _LAZY_NAMES: dict[str, str] = {
-    "load_collection_spec": ".spec",
+    "load_collection_spec": ".elf_reader",
     "CollectionSpec": ".spec",
     "MapSpec": ".spec",
     "ProgramSpec": ".spec",
@@ -78,6 +80,8 @@ _LAZY_NAMES: dict[str, str] = {
     "ProgramInfo": ".info",
     "TypedMap": ".typed",
     "program_ids": ".ids", "map_ids": ".ids", "program_from_id": ".ids", "map_from_id": ".ids",
+    "load_and_assign": ".collection",
+    "sanitize_name": ".names",
 }
 
 

@@ -36,7 +36,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import EBPFError, NotSupportedError, PermissionDeniedError, ENOTSUPP
 
@@ -744,6 +744,394 @@ char_array = c_char
 # so that no module above this one calls into the C library itself.
 
 # -- loader (reading ELF, loading objects and programs) --
+#
+# The reader and the loader see libbpf's bpf_object through these wrappers
+# only: each copies what it reads into Python values, and the object keeps
+# every buffer it hands libbpf alive until it is closed.
+
+
+class MapDefinition(NamedTuple):
+    """What libbpf made of one map definition of an opened object."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    numa_node: int
+    map_extra: int
+    pinned: bool  # LIBBPF_PIN_BY_NAME (libbpf gave it a pin path)
+    internal: bool  # a data section (.data, .rodata, .bss, .kconfig)
+    btf_key_type_id: int
+    btf_value_type_id: int
+
+
+class ObjectMap:
+    """A map of an open :class:`BPFObject` (valid until the object closes)."""
+
+    __slots__ = ("_m", "_obj")
+
+    def __init__(self, ptr: Any, obj: "BPFObject") -> None:
+        self._m = ptr
+        self._obj = obj
+
+    def definition(self) -> MapDefinition:
+        m = self._m
+        return MapDefinition(
+            lib.bpf_map__name(m).decode(),
+            lib.bpf_map__type(m),
+            lib.bpf_map__key_size(m),
+            lib.bpf_map__value_size(m),
+            lib.bpf_map__max_entries(m),
+            lib.bpf_map__map_flags(m),
+            lib.bpf_map__numa_node(m),
+            lib.bpf_map__map_extra(m),
+            bool(lib.bpf_map__pin_path(m)),
+            bool(lib.bpf_map__is_internal(m)),
+            lib.bpf_map__btf_key_type_id(m),
+            lib.bpf_map__btf_value_type_id(m),
+        )
+
+    @property
+    def name(self) -> str:
+        return lib.bpf_map__name(self._m).decode()
+
+    def initial_size(self) -> int:
+        """Size of a data section's initial image (0 for other maps)."""
+        size = c_size_t(0)
+        lib.bpf_map__initial_value(self._m, ctypes.byref(size))
+        return size.value
+
+    def initial_value(self) -> bytes:
+        """A data section's initial image as libbpf holds it (b"" if none)."""
+        size = c_size_t(0)
+        ptr = lib.bpf_map__initial_value(self._m, ctypes.byref(size))
+        return ctypes.string_at(ptr, size.value) if ptr and size.value else b""
+
+    def inner_map(self) -> Optional["ObjectMap"]:
+        """The inner map template of a map-in-map definition."""
+        inner = lib.bpf_map__inner_map(self._m)
+        return ObjectMap(inner, self._obj) if inner else None
+
+    def set_type(self, value: int) -> None:
+        lib.bpf_map__set_type(self._m, value)
+
+    def set_key_size(self, value: int) -> None:
+        lib.bpf_map__set_key_size(self._m, value)
+
+    def set_value_size(self, value: int) -> None:
+        lib.bpf_map__set_value_size(self._m, value)
+
+    def set_max_entries(self, value: int) -> None:
+        lib.bpf_map__set_max_entries(self._m, value)
+
+    def set_flags(self, value: int) -> None:
+        lib.bpf_map__set_map_flags(self._m, value)
+
+    def set_numa_node(self, value: int) -> None:
+        lib.bpf_map__set_numa_node(self._m, value)
+
+    def set_map_extra(self, value: int) -> None:
+        lib.bpf_map__set_map_extra(self._m, value)
+
+    def set_initial_value(self, image: bytes) -> None:
+        buf = self._obj._keep_buffer(image)
+        lib.bpf_map__set_initial_value(self._m, buf, len(image))
+
+    def set_autocreate(self, create: bool) -> None:
+        lib.bpf_map__set_autocreate(self._m, create)
+
+    def set_inner_map_fd(self, fd: int) -> None:
+        lib.bpf_map__set_inner_map_fd(self._m, fd)
+
+    def reuse_fd(self, fd: int) -> None:
+        lib.bpf_map__reuse_fd(self._m, fd)
+
+    def set_pin_path(self, path: Optional[str]) -> None:
+        lib.bpf_map__set_pin_path(self._m, path.encode() if path is not None else None)
+
+    @property
+    def fd(self) -> int:
+        return int(lib.bpf_map__fd(self._m))
+
+
+class ObjectProgram:
+    """A program of an open :class:`BPFObject` (valid until the object closes)."""
+
+    __slots__ = ("_p", "_obj", "_log")
+
+    def __init__(self, ptr: Any, obj: "BPFObject") -> None:
+        self._p = ptr
+        self._obj = obj
+        self._log: Any = None
+
+    @property
+    def name(self) -> str:
+        return lib.bpf_program__name(self._p).decode()
+
+    @property
+    def section_name(self) -> str:
+        return lib.bpf_program__section_name(self._p).decode()
+
+    @property
+    def type(self) -> int:
+        return int(lib.bpf_program__type(self._p))
+
+    @property
+    def expected_attach_type(self) -> int:
+        return int(lib.bpf_program__expected_attach_type(self._p))
+
+    @property
+    def flags(self) -> int:
+        return int(lib.bpf_program__flags(self._p))
+
+    def instructions(self) -> bytes:
+        """libbpf's copy of the program's own code (8 bytes per instruction)."""
+        count = int(lib.bpf_program__insn_cnt(self._p))
+        return ctypes.string_at(lib.bpf_program__insns(self._p), count * 8) if count else b""
+
+    def set_type(self, value: int) -> None:
+        lib.bpf_program__set_type(self._p, value)
+
+    def set_expected_attach_type(self, value: int) -> None:
+        lib.bpf_program__set_expected_attach_type(self._p, value)
+
+    def set_flags(self, value: int) -> None:
+        lib.bpf_program__set_flags(self._p, value)
+
+    def set_instructions(self, insns: bytes) -> None:
+        buf = self._obj._keep_buffer(insns)
+        lib.bpf_program__set_insns(self._p, buf, len(insns) // 8)
+
+    def set_autoload(self, load: bool) -> None:
+        lib.bpf_program__set_autoload(self._p, load)
+
+    def set_attach_target(self, name: str) -> None:
+        lib.bpf_program__set_attach_target(self._p, 0, name.encode())
+
+    def set_log(self, size: int, level: int = 0) -> None:
+        """Give the verifier a log buffer of ``size`` bytes (and a level, if not 0)."""
+        self._log = ctypes.create_string_buffer(size)
+        lib.bpf_program__set_log_buf(self._p, self._log, size)
+        if level:
+            lib.bpf_program__set_log_level(self._p, level)
+
+    def log(self) -> Tuple[str, bool]:
+        """The verifier's log and whether it filled the buffer."""
+        if self._log is None:
+            return "", False
+        raw = self._log.value
+        return raw.decode(errors="replace"), len(raw) >= len(self._log) - 1
+
+    @property
+    def fd(self) -> int:
+        return int(lib.bpf_program__fd(self._p))
+
+
+class BPFObject:
+    """An object opened by libbpf (``bpf_object__open_mem``): maps and
+    programs to adjust before :meth:`load`; :meth:`close` frees it."""
+
+    def __init__(self, ptr: Any, keep: List[Any]) -> None:
+        self._obj = ptr
+        self._keep = keep  # buffers libbpf points into until close
+
+    def _keep_buffer(self, data: bytes) -> Any:
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._keep.append(buf)
+        return buf
+
+    def btf_raw(self) -> Optional[bytes]:
+        """The object's BTF as libbpf holds it after open (data sections
+        sized, variables placed), or None without BTF."""
+        handle = lib.bpf_object__btf(self._obj)
+        if not handle:
+            return None
+        size = c_uint32()
+        ptr = lib.btf__raw_data(handle, ctypes.byref(size))
+        return ctypes.string_at(ptr, size.value) if ptr else None
+
+    def maps(self) -> List[ObjectMap]:
+        """The object's maps (inner map templates are not among them)."""
+        out, nxt = [], lib.bpf_object__next_map
+        m = nxt(self._obj, None)
+        while m:
+            out.append(ObjectMap(m, self))
+            m = nxt(self._obj, m)
+        return out
+
+    def programs(self) -> List[ObjectProgram]:
+        out, nxt = [], lib.bpf_object__next_program
+        p = nxt(self._obj, None)
+        while p:
+            out.append(ObjectProgram(p, self))
+            p = nxt(self._obj, p)
+        return out
+
+    def load(self) -> int:
+        """``bpf_object__load``: 0, or the errno of the failure (the caller
+        decodes it with the programs' logs and :func:`warnings`)."""
+        err = lib.bpf_object__load(self._obj)
+        return -err if err < 0 else 0
+
+    def close(self) -> None:
+        if self._obj is not None:
+            lib.bpf_object__close(self._obj)
+            self._obj = None
+            self._keep = []
+
+    def __enter__(self) -> "BPFObject":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_object(data: bytes, name: str, btf_custom_path: Optional[str] = None) -> BPFObject:
+    """Open an ELF object from memory: the one open sequence of the reader
+    and the loader.  ``name`` prefixes libbpf's names of data-section maps;
+    ``btf_custom_path`` is BTF to relocate CO-RE against instead of the
+    kernel's.  Earlier libbpf warnings are forgotten, so that an error says
+    only what this object caused.  The caller has validated ``data``.
+
+    Raises :class:`~ebpf.errors.InvalidObjectError` when libbpf refuses the
+    object and :class:`NotSupportedError` when this libbpf cannot open it.
+    """
+    from .errors import InvalidObjectError
+
+    _load()
+    opts = bpf_object_open_opts(
+        object_name=name.encode(),
+        btf_custom_path=btf_custom_path.encode() if btf_custom_path else None,
+    )
+    buf = ctypes.create_string_buffer(data, len(data))
+    clear_warnings()
+    try:
+        obj = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
+    except NotSupportedError as exc:
+        raise NotSupportedError(f"opening this object with libbpf {version_string()}", errno=exc.errno,
+                                detail=str(exc)) from None
+    except EBPFError as exc:
+        raise InvalidObjectError(f"libbpf cannot open the object: {exc}", exc.errno) from None
+    return BPFObject(obj, [buf])
+
+
+class ProgLoad(NamedTuple):
+    """Outcome of :func:`prog_load`: an fd, or the errno and the verifier's log."""
+
+    fd: int  # -1 on failure
+    errno: int
+    log: str
+    log_full: bool  # the log filled its buffer
+
+
+def prog_load(
+    prog_type: int,
+    name: str,
+    license: str,
+    insns: bytes,
+    *,
+    expected_attach_type: int = 0,
+    flags: int = 0,
+    kern_version: int = 0,
+    attach_btf_id: int = 0,
+    btf_fd: int = -1,
+    func_info: Optional[List[int]] = None,
+    log_level: int = 0,
+    log_size: int = 0,
+) -> ProgLoad:
+    """``bpf_prog_load``; never raises for the kernel's refusal.
+
+    ``func_info`` is a flat list of (instruction offset, BTF type id) pairs
+    of ``bpf_func_info`` records in ``btf_fd``'s BTF.
+    """
+    log_buf = ctypes.create_string_buffer(log_size) if log_level else None
+    records = (c_uint32 * len(func_info))(*func_info) if func_info else None
+    opts = bpf_prog_load_opts(
+        prog_btf_fd=max(btf_fd, 0),
+        func_info=ctypes.addressof(records) if records is not None else None,
+        func_info_cnt=len(func_info) // 2 if func_info else 0,
+        func_info_rec_size=8 if func_info else 0,
+        expected_attach_type=expected_attach_type,
+        prog_flags=flags,
+        kern_version=kern_version,
+        attach_btf_id=attach_btf_id,
+        log_level=log_level,
+        log_size=log_size if log_level else 0,
+        log_buf=ctypes.addressof(log_buf) if log_buf is not None else None,
+    )
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    fd = lib.bpf_prog_load(prog_type, name.encode() or None, license.encode(), buf, len(insns) // 8,
+                           ctypes.byref(opts))
+    log = log_buf.value if log_buf is not None else b""
+    full = log_buf is not None and len(log) >= log_size - 1
+    if fd >= 0:
+        return ProgLoad(int(fd), 0, log.decode(errors="replace"), full)
+    return ProgLoad(-1, -int(fd), log.decode(errors="replace"), full)
+
+
+def btf_load(raw: bytes) -> int:
+    """Load a raw BTF blob into the kernel; returns its fd."""
+    return int(lib.bpf_btf_load(raw, len(raw), None))
+
+
+def find_vmlinux_btf_id(name: str, attach_type: int) -> int:
+    """The kernel BTF id of an attach target (libbpf adds the prefixes
+    such as ``btf_trace_`` or ``bpf_lsm_`` that the attach type implies)."""
+    return int(require("libbpf_find_vmlinux_btf_id", "resolving attach targets")(name.encode(), attach_type))
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """An fd of the program with kernel id ``prog_id``."""
+    return int(lib.bpf_prog_get_fd_by_id(prog_id))
+
+
+class TestRun(NamedTuple):
+    """Outcome of :func:`prog_test_run`."""
+
+    errno: int  # 0 on success
+    retval: int
+    data: bytes
+    ctx: Optional[bytes]
+    duration_ns: int
+    data_size_out: int  # what the kernel wanted to write (ENOSPC: more than data_out_size)
+
+
+def prog_test_run(fd: int, data: bytes, ctx: Optional[bytes], data_out_size: int, repeat: int, flags: int,
+                  cpu: int, ctx_in_place: bool) -> TestRun:
+    """``BPF_PROG_TEST_RUN`` once; never raises for the kernel's refusal.
+
+    ``ctx_in_place``: the kernel writes the context back into ``ctx_in``
+    (syscall programs) and refuses a ``ctx_out``.
+    """
+    data_out = ctypes.create_string_buffer(data_out_size) if data_out_size else None
+    ctx_buf = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    ctx_out = ctypes.create_string_buffer(len(ctx)) if ctx and not ctx_in_place else None
+    opts = bpf_test_run_opts(
+        data_in=ctypes.cast(ctypes.c_char_p(data), c_void_p) if data else None,
+        data_size_in=len(data),
+        data_out=ctypes.addressof(data_out) if data_out is not None else None,
+        data_size_out=data_out_size,
+        ctx_in=ctypes.addressof(ctx_buf) if ctx_buf is not None else None,
+        ctx_size_in=len(ctx) if ctx else 0,
+        ctx_out=ctypes.addressof(ctx_out) if ctx_out is not None else None,
+        ctx_size_out=len(ctx) if ctx_out is not None else 0,
+        repeat=repeat,
+        flags=flags,
+        cpu=cpu,
+    )
+    try:
+        lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
+    except EBPFError as exc:
+        return TestRun(exc.errno or 22, 0, b"", None, 0, int(opts.data_size_out))
+    out = data_out.raw[: opts.data_size_out] if data_out is not None else b""
+    if ctx_out is not None:
+        ctx_back: Optional[bytes] = ctx_out.raw[: opts.ctx_size_out]
+    else:
+        ctx_back = ctx_buf.raw if ctx_buf is not None else None
+    return TestRun(0, int(opts.retval), out, ctx_back, int(opts.duration), int(opts.data_size_out))
+
 
 # -- maps and marshalling --
 

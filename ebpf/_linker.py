@@ -12,42 +12,72 @@ relative offsets, wherever the user moves things.
 Map loads get the same treatment: a ``reference`` to the map's key, with
 ``src`` and offset set as the kernel wants them for data sections
 (``BPF_PSEUDO_MAP_VALUE`` plus the offset of the global in the section).
+
+Reading an object only needs the call graph (which maps a program uses,
+whether it needs libbpf's CO-RE), and that comes from the relocations and
+the opcode bytes alone; decoding into ``asm.Instructions`` waits until a
+user looks at them (:meth:`Linker.decode`).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from .asm import Instructions, Pseudo
+from .btf.parse import RawBTF
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._elf import ElfFile, Relocation
-    from .spec import CollectionSpec
+
+__all__ = ["Linker", "ProgramGraph"]
 
 _STT_SECTION, _STT_FUNC = 3, 2
 _SHF_EXECINSTR = 0x4
+_CALL, _LDDW = 0x85, 0x18
+_PSEUDO_CALL = 1
+
+FuncKey = Tuple[str, int]  # (section name, byte offset of the function)
 
 
-@dataclass
-class _Func:
+class _Func(NamedTuple):
     name: str
     section: str
     start: int  # byte offset in the section
     size: int
 
 
-class _Object:
-    """Functions and relocations of one ELF, looked up by section offset."""
+class _Site(NamedTuple):
+    """What one call or 64-bit load in the code refers to."""
 
-    def __init__(self, spec: "CollectionSpec", elf: "ElfFile") -> None:
-        self.spec = spec
+    kind: str  # "call", "func" (address of a function), "map", "value" (a global)
+    target: object  # FuncKey for call/func, the map key for map/value
+    offset: int = 0  # value: byte offset of the global in its section
+
+
+class ProgramGraph(NamedTuple):
+    """What the reader learns of one program without decoding it."""
+
+    functions: Tuple[FuncKey, ...]  # reached functions, in the order they are appended
+    references: Tuple[str, ...]  # map keys its linked code loads, sorted
+    core: bool  # has CO-RE relocations or externs: must load through libbpf
+
+
+class Linker:
+    """Functions, relocations and call sites of one ELF.
+
+    ``maps`` tells for each key of the spec's maps whether it holds a data
+    section (loads of it are loads of globals); ``externs`` maps an extern
+    variable (``__kconfig``) to the data section holding it and its offset.
+    """
+
+    def __init__(self, elf: "ElfFile", maps: Mapping[str, bool], externs: Mapping[str, Tuple[str, int]]) -> None:
         self.elf = elf
         self.order = elf.byteorder
-        self.funcs: Dict[Tuple[str, int], _Func] = {}
+        self.maps = maps
+        self.externs = externs
+        self.funcs: Dict[FuncKey, _Func] = {}
         self.by_section: Dict[str, List[_Func]] = {}
-        self.relocs: Dict[str, Dict[int, "Relocation"]] = {}
         self.sections = {s.name: s for s in elf.sections if s.flags & _SHF_EXECINSTR}
         for sym in elf.symbols:
             if sym.type != _STT_FUNC or not 0 < sym.shndx < len(elf.sections):
@@ -58,8 +88,9 @@ class _Object:
             f = _Func(sym.name, sec.name, sym.value, sym.size)
             self.funcs[(sec.name, sym.value)] = f
             self.by_section.setdefault(sec.name, []).append(f)
-        for name, sec in self.sections.items():
-            self.relocs[name] = {r.offset: r for r in elf.relocations(sec)}
+        self.relocs: Dict[str, Dict[int, "Relocation"]] = {
+            name: {r.offset: r for r in elf.relocations(sec)} for name, sec in self.sections.items()
+        }
         self.core = _core_relo_offsets(elf)
         # Loads of extern symbols (__kconfig, __ksym, kfuncs) are resolved by
         # libbpf against the running kernel, like CO-RE relocations.
@@ -67,80 +98,162 @@ class _Object:
             ext = [at for at, r in relocs.items() if r.symbol.shndx == 0 and r.symbol.name]
             if ext:
                 self.core.setdefault(name, []).extend(ext)
+        self._sites: Dict[Tuple[str, int, int], Dict[int, _Site]] = {}
+        self._i32 = struct.Struct("<i" if self.order == "little" else ">i")
 
-    def func_at(self, section: str, offset: int) -> Optional[_Func]:
-        return self.funcs.get((section, offset))
+    # -- the call graph, from bytes ------------------------------------------
 
-    def home(self, r: "Relocation") -> str:
+    def _home(self, r: "Relocation") -> str:
         shndx = r.symbol.shndx
         if 0 < shndx < len(self.elf.sections):
             return self.elf.sections[shndx].name
         return ""
 
-    def annotate(self, insns: Instructions, section: str, start: int) -> Set[Tuple[str, int]]:
-        """Set references on map loads, calls and function-pointer loads of
-        the code at ``start`` in ``section``; returns the functions called."""
-        called: Set[Tuple[str, int]] = set()
-        relocs = self.relocs.get(section, {})
-        for i, slot in enumerate(insns.raw_offsets()):
-            ins = insns[i]
-            if not (ins.is_load_imm64 or ins.is_function_call):
-                continue
-            at = start + slot * 8
-            r = relocs.get(at)
-            target_sec = self.home(r) if r is not None else ""
-            if ins.is_function_call:
-                if r is None:
-                    # A call within the section, already relative.
-                    target = (section, at + (ins.constant + 1) * 8)
-                elif r.symbol.type == _STT_SECTION:
-                    target = (target_sec, r.symbol.value + (ins.constant + 1) * 8)
-                else:
-                    target = (target_sec, r.symbol.value)
-                f = self.func_at(*target)
-                if f is not None:
-                    insns[i] = ins.with_reference(f.name)
-                    called.add(target)
-                continue
-            if r is None:
-                continue
-            if r.symbol.shndx == 0:
-                # An extern: libbpf resolves it at load.  A __kconfig one
-                # lives in the .kconfig map, which the program then needs.
-                v = self.spec.variables.get(r.symbol.name)
-                if v is not None and v.section in self.spec.maps:
-                    insns[i] = ins.replace(src=Pseudo.MAP_VALUE, constant=v.offset << 32, reference=v.section)
-                continue
-            if target_sec in self.sections:
-                # The address of a BPF function (bpf_loop callbacks and such):
-                # the constant is a byte offset from the symbol.
-                off = r.symbol.value + (ins.constant & 0xFFFFFFFF) if r.symbol.type == _STT_SECTION else r.symbol.value
-                f = self.func_at(target_sec, off)
-                if f is not None:
-                    insns[i] = ins.replace(src=Pseudo.FUNC, constant=0, reference=f.name)
-                    called.add((target_sec, off))
-                continue
-            key = r.symbol.name if target_sec in (".maps", "maps") else target_sec
-            ms = self.spec.maps.get(key)
-            if ms is None:
-                continue
-            if ms.is_data_section:
-                # A global: the kernel wants the map fd and the offset of the
-                # variable in the section's value.
-                offset = (ins.constant & 0xFFFFFFFF) + (r.symbol.value if r.symbol.type != _STT_SECTION else 0)
-                insns[i] = ins.replace(src=Pseudo.MAP_VALUE, constant=offset << 32, reference=key)
-            else:
-                insns[i] = ins.replace(src=Pseudo.MAP_FD, constant=0, reference=key)
-        return called
+    def _src(self, regs: int) -> int:
+        return regs >> 4 if self.order == "little" else regs & 0x0F
 
-    def function(self, key: Tuple[str, int]) -> Tuple[Instructions, Set[Tuple[str, int]]]:
-        f = self.funcs[key]
-        data = self.sections[f.section].data[f.start:f.start + f.size]
-        insns = Instructions.decode(data, self.order)
-        called = self.annotate(insns, f.section, f.start)
-        if insns:
-            insns[0] = insns[0].replace(symbol=f.name)
-        return insns, called
+    def sites(self, section: str, start: int, size: int) -> Dict[int, _Site]:
+        """Byte offset in ``section`` -> what the call or load there refers
+        to, for the code at ``start`` (``size`` bytes)."""
+        key = (section, start, size)
+        found = self._sites.get(key)
+        if found is not None:
+            return found
+        found = {}
+        sec = self.sections.get(section)
+        code = sec.data if sec is not None else b""
+        end = min(start + size, len(code))
+        relocs = self.relocs.get(section, {})
+        for at, r in relocs.items():
+            if not start <= at < end or at + 8 > len(code):
+                continue
+            site = self._relocated(code, at, r)
+            if site is not None:
+                found[at] = site
+        # Calls within the section need no relocation: they are relative.
+        at = code.find(b"\x85", start, end)
+        while at >= 0:
+            if (at - start) % 8 == 0 and at not in relocs and at + 8 <= len(code) \
+                    and self._src(code[at + 1]) == _PSEUDO_CALL:
+                target = (section, at + (self._i32.unpack_from(code, at + 4)[0] + 1) * 8)
+                if target in self.funcs:
+                    found[at] = _Site("call", target)
+            at = code.find(b"\x85", at + 1, end)
+        self._sites[key] = found
+        return found
+
+    def _relocated(self, code: bytes, at: int, r: "Relocation") -> Optional[_Site]:
+        opcode, src = code[at], self._src(code[at + 1])
+        imm = self._i32.unpack_from(code, at + 4)[0]
+        home = self._home(r)
+        if opcode == _CALL:
+            if src != _PSEUDO_CALL:
+                return None
+            if r.symbol.type == _STT_SECTION:
+                target = (home, r.symbol.value + (imm + 1) * 8)
+            else:
+                target = (home, r.symbol.value)
+            return _Site("call", target) if target in self.funcs else None
+        if opcode != _LDDW:
+            return None
+        if r.symbol.shndx == 0:
+            # An extern: libbpf resolves it at load.  A __kconfig one lives
+            # in the .kconfig map, which the program then needs.
+            ext = self.externs.get(r.symbol.name)
+            if ext is not None and ext[0] in self.maps:
+                return _Site("value", ext[0], ext[1])
+            return None
+        if home in self.sections:
+            # The address of a BPF function (bpf_loop callbacks and such):
+            # the constant is a byte offset from the symbol.
+            off = r.symbol.value + (imm & 0xFFFFFFFF) if r.symbol.type == _STT_SECTION else r.symbol.value
+            return _Site("func", (home, off)) if (home, off) in self.funcs else None
+        key = r.symbol.name if home in (".maps", "maps") else home
+        is_data = self.maps.get(key)
+        if is_data is None:
+            return None
+        if is_data:
+            # A global: the kernel wants the map fd and the offset of the
+            # variable in the section's value.
+            offset = (imm & 0xFFFFFFFF) + (r.symbol.value if r.symbol.type != _STT_SECTION else 0)
+            return _Site("value", key, offset)
+        return _Site("map", key)
+
+    def _own(self, name: str, section: str, length: int) -> Tuple[int, int]:
+        me = next((f for f in self.by_section.get(section, []) if f.name == name), None)
+        return (me.start, me.size) if me is not None else (0, length)
+
+    def program(self, name: str, section: str, length: int) -> ProgramGraph:
+        """The call graph of the program ``name`` of ``section`` (``length``
+        bytes of its own code)."""
+        start, size = self._own(name, section, length)
+        root = (section, start)
+        order: List[FuncKey] = []
+        seen: Set[FuncKey] = {root}
+        refs: Set[str] = set()
+        spans = [(section, start, size)]
+        todo = self._called(self.sites(section, start, size), refs)
+        while todo:
+            key = todo.pop(0)
+            if key in seen:
+                continue
+            seen.add(key)
+            order.append(key)
+            f = self.funcs[key]
+            spans.append((f.section, f.start, f.size))
+            todo.extend(sorted(set(self._called(self.sites(f.section, f.start, f.size), refs)) - seen))
+        core = any(lo <= at < lo + n for sec, lo, n in spans for at in self.core.get(sec, ()))
+        return ProgramGraph(tuple(order), tuple(sorted(refs)), core)
+
+    @staticmethod
+    def _called(sites: Dict[int, _Site], refs: Set[str]) -> List[FuncKey]:
+        called = set()
+        for site in sites.values():
+            if site.kind in ("call", "func"):
+                called.add(site.target)
+            else:
+                refs.add(site.target)  # type: ignore[arg-type]
+        return sorted(called)  # type: ignore[arg-type]
+
+    # -- decoding ----------------------------------------------------------------
+
+    def _annotate(self, insns: Instructions, sites: Dict[int, _Site], start: int) -> None:
+        """Set references on the calls, function-pointer loads and map loads."""
+        for i, slot in enumerate(insns.raw_offsets()):
+            site = sites.get(start + slot * 8)
+            if site is None:
+                continue
+            ins = insns[i]
+            if site.kind == "call":
+                insns[i] = ins.with_reference(self.funcs[site.target].name)  # type: ignore[index]
+            elif site.kind == "func":
+                insns[i] = ins.replace(src=Pseudo.FUNC, constant=0, reference=self.funcs[site.target].name)  # type: ignore[index]
+            elif site.kind == "value":
+                insns[i] = ins.replace(src=Pseudo.MAP_VALUE, constant=site.offset << 32, reference=site.target)
+            else:
+                insns[i] = ins.replace(src=Pseudo.MAP_FD, constant=0, reference=site.target)
+
+    def decode(self, name: str, section: str, raw: bytes, graph: ProgramGraph) -> Tuple[Instructions, bytes]:
+        """The linked instructions of a program and their encoding.
+
+        ``raw`` is libbpf's copy of the program's own code.  A program whose
+        references cannot be resolved (a broken object) keeps its code as
+        libbpf sees it; loading will say what is wrong.
+        """
+        start, size = self._own(name, section, len(raw))
+        insns = Instructions.decode(raw, self.order)
+        self._annotate(insns, self.sites(section, start, size), start)
+        for key in graph.functions:
+            f = self.funcs[key]
+            body = Instructions.decode(self.sections[f.section].data[f.start:f.start + f.size], self.order)
+            self._annotate(body, self.sites(f.section, f.start, f.size), f.start)
+            if body:
+                body[0] = body[0].replace(symbol=f.name)
+            insns.extend(body)
+        try:
+            return insns, bytes(insns.encode(self.order))
+        except Exception:
+            return Instructions.decode(raw, self.order), raw
 
 
 def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
@@ -150,8 +263,6 @@ def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
     if ext is None or btf is None:
         return {}
     try:
-        from .btf.parse import RawBTF
-
         strings = RawBTF(btf.data)
         data = ext.data
         e = "<" if elf.byteorder == "little" else ">"
@@ -175,45 +286,3 @@ def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
         return out
     except Exception:  # validated before libbpf saw it; be lenient here
         return {}
-
-
-def link(spec: "CollectionSpec", elf: "ElfFile") -> None:
-    """Decode every program of ``spec`` (read from ``elf``) into linked
-    ``asm.Instructions``; records the as-read encoding for change detection."""
-    obj = _Object(spec, elf)
-    cache: Dict[Tuple[str, int], Tuple[Instructions, Set[Tuple[str, int]]]] = {}
-    for name, prog in spec.programs.items():
-        raw = prog._elf_raw if prog._elf_raw is not None else bytes(prog.instructions)
-        insns = Instructions.decode(raw, obj.order)
-        me = next((f for f in obj.by_section.get(prog.section_name, []) if f.name == name), None)
-        start = me.start if me is not None else 0
-        todo = sorted(obj.annotate(insns, prog.section_name, start))
-        seen = {(prog.section_name, start)}
-        while todo:
-            key = todo.pop(0)
-            if key in seen:
-                continue
-            seen.add(key)
-            if key not in cache:
-                cache[key] = obj.function(key)
-            body, called = cache[key]
-            insns.extend(body.copy())
-            todo.extend(sorted(called - seen))
-        try:
-            encoded = bytes(insns.encode(obj.order))
-        except Exception:
-            # Unresolvable references (a broken object): keep the program
-            # as libbpf sees it; loading will say what is wrong.
-            insns, encoded = Instructions.decode(raw, obj.order), raw
-        prog.instructions = insns
-        prog._elf_insns = encoded
-        # CO-RE and externs are libbpf's job: a program that needs them loads
-        # through the object it came from even when loaded alone (see
-        # programs.Program).
-        spans = {(prog.section_name, start, me.size if me is not None else len(raw))}
-        spans.update((sec, lo, obj.funcs[(sec, lo)].size) for sec, lo in seen if (sec, lo) in obj.funcs)
-        prog._collection = spec if any(
-            lo <= at < lo + size for sec, lo, size in spans for at in obj.core.get(sec, ())) else None
-
-
-__all__ = ["link"]

@@ -1,41 +1,28 @@
 """Collections: the maps, programs and globals of one object, in the kernel.
 
-Loading reopens the spec's ELF with libbpf (so CO-RE, BTF and relocations
-stay libbpf's job), applies every field of the spec to libbpf's object before
-``bpf_object__load``, then takes its own duplicate of every fd and closes the
-libbpf object.  The result owns plain :class:`Map`/:class:`Program` objects.
+:mod:`ebpf._loader` does the loading (the spec's ELF through libbpf, so
+CO-RE, BTF and relocations stay libbpf's job; programs edited beyond that,
+or added by hand, on their own); the collection owns the resulting plain
+:class:`Map`/:class:`Program` objects and the live variables.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 import sys
 import types
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import _libbpf
+from . import _loader
 from ._fd import check_pin_path
-from ._privilege import load_refusal
-from .errors import ClosedError, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
-from .info import map_info
-from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
-from .programs import (
-    LOG_SIZE_MAX,
-    LOG_SIZE_MIN,
-    TRACING_TYPES,
-    Program,
-    verifier_error,
-)
-from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableBase, _map_spec
+from .errors import ClosedError, EBPFError, PermissionDeniedError
+from .maps import Map, check_compatible, load_pinned_map
+from .programs import Program
+from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableBase
 from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
-
-_FAILED_PROG = re.compile(r"prog '([^']+)': failed to load: (-?\d+)")
-
 
 class Variable(VariableBase):
     """A global variable of a loaded collection, backed by live map memory.
@@ -123,7 +110,8 @@ class Collection:
         self.variables: Dict[str, Variable] = {}
         self._closed = False
         try:
-            _Loader(self, spec, dict(map_replacements or {}), pin_path, log_level, log_size, kernel_types, _programs, _maps).load()
+            _Load(self, spec, dict(map_replacements or {}), pin_path, log_level, log_size, kernel_types,
+                  _programs, _maps).run()
         except BaseException:
             self.close()
             raise
@@ -166,7 +154,7 @@ def new_collection(spec: CollectionSpec, **options: Any) -> Collection:
     return Collection(spec, **options)
 
 
-class _Loader:
+class _Load:
     """One load of a spec into a Collection."""
 
     def __init__(
@@ -186,7 +174,7 @@ class _Loader:
         self.replacements = replacements
         self.pin_path = pin_path
         self.log_level = log_level
-        self.log_size = max(log_size or LOG_SIZE_MIN, 1024)
+        self.log_size = log_size
         self.kernel_types = kernel_types
         self.only_programs = only_programs
         self.only_maps = only_maps
@@ -202,44 +190,68 @@ class _Loader:
     def wanted_program(self, name: str) -> bool:
         return name in self.spec.programs and (self.only_programs is None or name in self.only_programs)
 
-    # -- top level ---------------------------------------------------------
-
-    def load(self) -> None:
-        spec = self.spec
-        elf_maps = set(spec._elf_map_keys.values())
-        if spec._elf is not None:
-            separate = self._load_object()
+    def run(self) -> None:
+        spec, coll = self.spec, self.coll
+        elf_maps: Set[str] = set()
+        if spec._origin is not None:
+            separate = self.load_object()
+            elf_maps = set(spec._origin.map_keys.values())
         else:
             separate = [n for n in spec.programs if self.wanted_program(n)]
         # Maps the user added to the spec after reading the ELF.
         for key, ms in spec.maps.items():
-            if key not in elf_maps and self.wanted_map(key) and key not in self.coll.maps:
-                self.coll.maps[key] = self._standalone_map(key, ms)
+            if key not in elf_maps and self.wanted_map(key) and key not in coll.maps:
+                coll.maps[key] = self.standalone_map(key, ms)
         for name in separate:
             # Our own loader: this collection already is the object (CO-RE
             # is lost for a program edited beyond what libbpf can relocate).
-            self.coll.programs[name] = Program(
-                spec.programs[name], maps=self.coll.maps, log_level=self.log_level, log_size=self.log_size,
-                _via_object=False,
-            )
-        self._fill_contents()
-        self._bind_variables()
-        if any(m.type == MapType.STRUCT_OPS for m in self.coll.maps.values()):
+            ps = spec.programs[name]
+            fd, log = _loader.load_own(ps, coll.maps, self.log_level, self.log_size)
+            coll.programs[name] = self.program(fd, ps, log)
+        _loader.fill_contents(spec, coll.maps, coll.programs, skip=set(self.replacements))
+        for name, vs in spec.variables.items():
+            m = coll.maps.get(vs.section)
+            if m is not None:
+                coll.variables[name] = Variable(name, m, vs.offset, vs.size, vs.type)
+        if any(m.type == MapType.STRUCT_OPS for m in coll.maps.values()):
             # attach_struct_ops builds the kernel value from the ELF later.
-            from .link.struct_ops import bind_struct_ops
+            from .link.struct_ops import bind_struct_ops  # a lazily loaded subpackage
 
-            bind_struct_ops(spec, self.coll)
+            bind_struct_ops(spec, coll)
 
-    def _standalone_map(self, key: str, ms: MapSpec) -> Map:
+    def load_object(self) -> List[str]:
+        """Load what the ELF holds through libbpf; returns the programs to
+        load separately."""
+        loaded = _loader.load_object(
+            self.spec, programs=self.only_programs, maps=self.only_maps, replacements=self.replacements,
+            pin_path=self.pin_path, log_level=self.log_level, log_size=self.log_size,
+            kernel_types=self.kernel_types,
+        )
+        try:
+            for key in list(loaded.maps):
+                fd, created = loaded.maps.pop(key)
+                m = self.coll.maps[key] = Map._from_fd(fd, created)
+                m._pinned_path = loaded.pinned.get(key)
+            for name in list(loaded.programs):
+                fd, log = loaded.programs.pop(name)
+                self.coll.programs[name] = self.program(fd, self.spec.programs[name], log)
+        finally:
+            loaded.close()
+        return loaded.separate
+
+    def program(self, fd: int, ps: ProgramSpec, log: str) -> Program:
+        prog = Program._from_fd(fd, ps.name, ps.type, ps.attach_type, log)
+        prog._spec = ps.copy()
+        return prog
+
+    def standalone_map(self, key: str, ms: MapSpec) -> Map:
         if key in self.replacements:
             r = self.replacements[key]
             check_compatible(ms, r.info(), f"map {key}")
             return r.clone()
         if ms.pinning == PinType.BY_NAME:
-            path = self._pin_file(ms)
+            path = _loader.pin_file(self.pin_path, ms)
             if os.path.exists(path):
-                from .maps import load_pinned_map
-
                 m = load_pinned_map(path)
                 try:
                     check_compatible(ms, m.info(), f"map {key} pinned at {path}")
@@ -252,380 +264,11 @@ class _Loader:
             return m
         return Map(_without_contents(ms))
 
-    def _pin_file(self, ms: MapSpec) -> str:
-        if self.pin_path is None:
-            raise ValueError(f"map {ms.name} has pinning=BY_NAME: pass pin_path= (a directory on bpffs)")
-        return os.path.join(self.pin_path, ms.name)
-
-    # -- libbpf object -------------------------------------------------------
-
-    def _load_object(self) -> List[str]:
-        """Load the ELF through libbpf; returns programs to load separately."""
-        size = self.log_size
-        while True:
-            try:
-                return self._try_load_object(size)
-            except _LogTooSmall:
-                if size >= LOG_SIZE_MAX:
-                    raise
-                size = min(size * 8, LOG_SIZE_MAX)
-
-    def _try_load_object(self, log_size: int) -> List[str]:
-        lib = _libbpf.lib
-        spec = self.spec
-        data = spec._elf
-        assert data is not None
-        kt_path = _kernel_types_path(self.kernel_types)
-        opts = _libbpf.bpf_object_open_opts(
-            object_name=spec._object_name.encode(),
-            btf_custom_path=kt_path.encode() if kt_path else None,
-        )
-        buf = ctypes.create_string_buffer(data, len(data))
-        _libbpf.clear_warnings()
-        try:
-            obj = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
-        except EBPFError as exc:
-            raise InvalidObjectError(f"libbpf cannot open the object: {exc}", exc.errno) from None
-        keep: List[Any] = [buf]  # buffers libbpf points into until load
-        try:
-            maps = self._prepare_maps(obj, keep)
-            progs, separate, logs = self._prepare_programs(obj, log_size, keep)
-            err = lib.bpf_object__load(obj)
-            if err < 0:
-                self._raise_load_error(-err, progs, logs, log_size)
-            self._take_maps(maps)
-            self._take_programs(progs, logs)
-            return separate
-        finally:
-            lib.bpf_object__close(obj)
-            for fd in getattr(self, "_temp_fds", []):
-                os.close(fd)
-            self._temp_fds = []
-
-    def _prepare_maps(self, obj: Any, keep: List[Any]) -> List[Tuple[str, Any]]:
-        lib = _libbpf.lib
-        spec = self.spec
-        created: List[Tuple[str, Any]] = []
-        self._temp_fds: List[int] = []
-        m = lib.bpf_object__next_map(obj, None)
-        while m:
-            elf_name = lib.bpf_map__name(m).decode()
-            key = spec._elf_map_keys.get(elf_name, elf_name)
-            ms = spec.maps.get(key)
-            if ms is None or not self.wanted_map(key):
-                lib.bpf_map__set_autocreate(m, False)
-                if lib.bpf_map__type(m) == MapType.PROG_ARRAY:
-                    # libbpf 1.1 fills ELF-initialised prog array slots even
-                    # for maps it did not create (and fails with EBADF); it
-                    # skips maps of other types, so retype the unused map.
-                    lib.bpf_map__set_type(m, int(MapType.ARRAY))
-            else:
-                self._apply_map(m, key, ms, keep)
-                created.append((key, m))
-            m = lib.bpf_object__next_map(obj, m)
-        return created
-
-    def _apply_map(self, m: Any, key: str, ms: MapSpec, keep: List[Any]) -> None:
-        lib = _libbpf.lib
-        current = _map_spec(lib, m, key, None)
-        if int(ms.type) != int(current.type):
-            lib.bpf_map__set_type(m, int(ms.type))
-        if ms.key_size != current.key_size:
-            lib.bpf_map__set_key_size(m, ms.key_size)
-        if ms.value_size != current.value_size:
-            lib.bpf_map__set_value_size(m, ms.value_size)
-        if ms.max_entries != current.max_entries:
-            lib.bpf_map__set_max_entries(m, ms.max_entries)
-        if ms.flags != current.flags:
-            lib.bpf_map__set_map_flags(m, ms.flags)
-        if ms.numa_node != current.numa_node:
-            lib.bpf_map__set_numa_node(m, ms.numa_node)
-        if ms.map_extra != current.map_extra:
-            lib.bpf_map__set_map_extra(m, ms.map_extra)
-        if lib.bpf_map__is_internal(m) and ms.contents:
-            image = bytes(ms.contents[0][1])
-            if len(image) != ms.value_size:
-                raise InvalidObjectError(f"map {key}: contents are {len(image)} bytes, value_size is {ms.value_size}")
-            if image != _initial_value(lib, m):
-                if key == ".kconfig":
-                    # libbpf computes these from the running kernel at load.
-                    raise NotSupportedError(".kconfig values set in the spec", detail="libbpf fills them in at load time")
-                ibuf = ctypes.create_string_buffer(image, len(image))
-                keep.append(ibuf)
-                lib.bpf_map__set_initial_value(m, ibuf, len(image))
-        if ms.type in MAP_IN_MAP_TYPES and ms.inner_map is not None and ms.inner_map != current.inner_map:
-            inner = Map(_without_contents(ms.inner_map))
-            fd = inner.detach_fd()
-            self._temp_fds.append(fd)
-            lib.bpf_map__set_inner_map_fd(m, fd)
-
-        if key in self.replacements:
-            r = self.replacements[key]
-            check_compatible(ms, r.info(), f"map {key}")
-            lib.bpf_map__reuse_fd(m, r.fd)
-        elif ms.pinning == PinType.BY_NAME:
-            path = self._pin_file(ms)
-            if os.path.exists(path):
-                from ._fd import open_pinned
-
-                fd = open_pinned(path)
-                try:
-                    check_compatible(ms, map_info(fd), f"map {key} pinned at {path}")
-                finally:
-                    os.close(fd)
-            lib.bpf_map__set_pin_path(m, path.encode())
-        else:
-            lib.bpf_map__set_pin_path(m, None)
-            if ms.name != key and not lib.bpf_map__is_internal(m):
-                # libbpf 1.1 cannot rename a map: create it here and hand it over.
-                own = Map(_without_contents(ms))
-                fd = own.detach_fd()
-                self._temp_fds.append(fd)
-                lib.bpf_map__reuse_fd(m, fd)
-
-    def _prepare_programs(self, obj: Any, log_size: int, keep: List[Any]) -> Tuple[List[Tuple[str, Any]], List[str], Dict[str, Any]]:
-        lib = _libbpf.lib
-        spec = self.spec
-        loaded: List[Tuple[str, Any]] = []
-        separate: List[str] = []
-        logs: Dict[str, Any] = {}
-        elf_license = next((p.license for p in spec.programs.values() if p._elf_insns is not None), "")
-        seen: Set[str] = set()
-        p = lib.bpf_object__next_program(obj, None)
-        while p:
-            name = lib.bpf_program__name(p).decode()
-            seen.add(name)
-            ps = spec.programs.get(name)
-            if ps is None or not self.wanted_program(name):
-                lib.bpf_program__set_autoload(p, False)
-                p = lib.bpf_object__next_program(obj, p)
-                continue
-            insns = _libbpf_view(ps)
-            if insns is None or ps.license != elf_license:
-                # libbpf 1.1 relocates by instruction index recorded at open
-                # and has no license setter: load this one ourselves.
-                lib.bpf_program__set_autoload(p, False)
-                separate.append(name)
-                p = lib.bpf_object__next_program(obj, p)
-                continue
-            original = ps._elf_raw
-            if int(ps.type) != int(lib.bpf_program__type(p)):
-                lib.bpf_program__set_type(p, int(ps.type))
-            if int(ps.attach_type) != int(lib.bpf_program__expected_attach_type(p)):
-                lib.bpf_program__set_expected_attach_type(p, int(ps.attach_type))
-            if ps.flags != int(lib.bpf_program__flags(p)):
-                lib.bpf_program__set_flags(p, ps.flags)
-            if insns != original:
-                ibuf = ctypes.create_string_buffer(insns, len(insns))
-                keep.append(ibuf)
-                lib.bpf_program__set_insns(p, ibuf, len(insns) // 8)
-            if ps.type in TRACING_TYPES and ps.attach_to and ps.section_name.split("/", 1)[-1] != ps.attach_to:
-                lib.bpf_program__set_attach_target(p, 0, ps.attach_to.encode())
-            log = ctypes.create_string_buffer(log_size)
-            keep.append(log)
-            lib.bpf_program__set_log_buf(p, log, log_size)
-            if self.log_level:
-                lib.bpf_program__set_log_level(p, self.log_level)
-            logs[name] = log
-            loaded.append((name, p))
-            p = lib.bpf_object__next_program(obj, p)
-        # Programs the user added to the spec are not in the ELF.
-        separate.extend(n for n in spec.programs if n not in seen and self.wanted_program(n))
-        return loaded, separate, logs
-
-    def _raise_load_error(self, err: int, progs: List[Tuple[str, Any]], logs: Dict[str, Any], log_size: int) -> None:
-        spec = self.spec
-        warnings = _libbpf.warnings()
-        failed = None
-        for w in warnings:
-            match = _FAILED_PROG.search(w)
-            if match:
-                failed = match.group(1)
-                err = abs(int(match.group(2))) or err
-        if failed is None:
-            # Without log_level, only the program that failed has a log.
-            with_log = [n for n, _ in progs if logs[n].value.strip()]
-            if with_log and (err in (13, 22, 28, 7) or not self.log_level):
-                failed = with_log[-1]
-        hint = "; ".join(warnings[-3:])
-        if failed is not None and failed in logs:
-            log_buf = logs[failed]
-            text = log_buf.value.decode(errors="replace")
-            full = len(log_buf.value) >= log_size - 1
-            if err == 28 or (full and err in (13, 22)):
-                if log_size < LOG_SIZE_MAX:
-                    raise _LogTooSmall()
-            ps = spec.programs[failed]
-            refused = load_refusal(failed, ps.type, err, text, attach_type=ps.attach_type, target=ps.attach_to)
-            if refused is not None:
-                raise refused
-            if text.strip():
-                exc = verifier_error(failed, err, text, truncated=full)
-                core = _core_relo_failures(text, warnings)
-                if core:
-                    # libbpf 1.1 does not fail the load on a failed CO-RE
-                    # relocation: it poisons the instruction (a call to helper
-                    # 0xbad2310) and the verifier rejects it.  Say so, with
-                    # libbpf's own line naming the type and field.
-                    exc.args = (
-                        f"program {failed}: CO-RE relocation failed (the target BTF lacks a type or field "
-                        f"the program accesses): " + "; ".join(core),
-                    )
-                raise exc
-        raise _libbpf.errno_error(err, "loading collection" + (f": {hint}" if hint and hint not in _libbpf.last_warning() else ""), warnings)
-
-    # -- taking ownership ------------------------------------------------------
-
-    def _take_maps(self, maps: List[Tuple[str, Any]]) -> None:
-        lib = _libbpf.lib
-        for key, m in maps:
-            fd = os.dup(lib.bpf_map__fd(m))
-            actual = _map_spec(lib, m, key, None)
-            ms = self.spec.maps[key]
-            actual.key, actual.value = ms.key, ms.value
-            actual.name = ms.name
-            actual.pinning = ms.pinning
-            actual.inner_map = ms.inner_map.copy() if ms.inner_map is not None else None
-            mp = Map._from_fd(fd, actual)
-            if ms.pinning == PinType.BY_NAME and self.pin_path is not None and key not in self.replacements:
-                mp._pinned_path = os.path.join(self.pin_path, ms.name)
-            self.coll.maps[key] = mp
-
-    def _take_programs(self, progs: List[Tuple[str, Any]], logs: Dict[str, Any]) -> None:
-        lib = _libbpf.lib
-        for name, p in progs:
-            fd = os.dup(lib.bpf_program__fd(p))
-            ps = self.spec.programs[name]
-            log = logs[name].value.decode(errors="replace") if self.log_level else ""
-            prog = Program._from_fd(fd, name, ps.type, ps.attach_type, log)
-            prog._spec = ps.copy()
-            self.coll.programs[name] = prog
-
-    # -- after load ----------------------------------------------------------
-
-    def _fill_contents(self) -> None:
-        """Write non-data contents (data sections were set before load)."""
-        for key, m in self.coll.maps.items():
-            ms = self.spec.maps.get(key)
-            if ms is None or not ms.contents or ms.is_data_section or key in self.replacements:
-                continue
-            for k, v in ms.contents:
-                m.update(k, self._resolve(v, key))
-
-    def _resolve(self, v: Any, where: str) -> Any:
-        if isinstance(v, str):
-            obj = self.coll.programs.get(v) or self.coll.maps.get(v)
-            if obj is None:
-                raise KeyError(f"map {where}: contents refer to {v!r}, which is not in the collection")
-            return obj
-        return v
-
-    def _bind_variables(self) -> None:
-        for name, vs in self.spec.variables.items():
-            m = self.coll.maps.get(vs.section)
-            if m is not None:
-                self.coll.variables[name] = Variable(name, m, vs.offset, vs.size, vs.type)
-
-
-def _initial_value(lib: Any, m: Any) -> bytes:
-    size = ctypes.c_size_t(0)
-    ptr = lib.bpf_map__initial_value(m, ctypes.byref(size))
-    return ctypes.string_at(ptr, size.value) if ptr else b""
-
-
-def _libbpf_view(ps: ProgramSpec) -> Optional[bytes]:
-    """The program's own code as libbpf should load it, or None when the
-    user's changes need our own loader.
-
-    ``ps.instructions`` is the program with its subprograms linked in (see
-    ``_linker``); libbpf knows only the program's own unlinked code and
-    relocates it by instruction index.  Slots the user left alone keep
-    libbpf's bytes (unrelocated calls, map loads), changed ones take the
-    user's, which only works while indexes and the subprograms stay put.
-    """
-    raw, linked = ps._elf_raw, ps._elf_insns
-    if raw is None or linked is None:
-        return None
-    insns = ps.encoded_instructions()
-    if insns == linked:
-        return raw
-    own = len(raw)
-    if len(insns) != len(linked) or insns[own:] != linked[own:]:
-        return None
-    out = bytearray(raw)
-    for off in range(0, own, 8):
-        if insns[off:off + 8] != linked[off:off + 8]:
-            out[off:off + 8] = insns[off:off + 8]
-    return bytes(out)
-
-
-class _LogTooSmall(Exception):
-    pass
-
 
 def _without_contents(ms: MapSpec) -> MapSpec:
     c = ms.copy()
     c.contents = []
     return c
-
-
-_CORE_POISON = 0xBAD2310  # libbpf's poisoned-helper id for failed CO-RE relocations
-
-
-def _core_relo_failures(log_text: str, warnings: List[str]) -> List[str]:
-    """libbpf's lines about failed CO-RE relocations (empty when none failed)."""
-    lines = [ln.strip() for ln in log_text.splitlines()]
-    found = [ln for ln in lines if "CO-RE relocation" in ln and "failed" in ln]
-    found += [w.strip() for w in warnings if re.search(r"relo #\d+:", w) and ("fail" in w or "no matching" in w)]
-    if not found and (f"unknown#{_CORE_POISON}" in log_text or "<invalid CO-RE relocation>" in log_text):
-        poisoned = [ln for ln in lines if f"unknown#{_CORE_POISON}" in ln or "invalid CO-RE" in ln]
-        found = [f"poisoned instruction: {ln}" for ln in poisoned[:3]]
-    return list(dict.fromkeys(found))
-
-
-def _kernel_types_path(kernel_types: Any) -> Optional[str]:
-    if kernel_types is None:
-        return None
-    if isinstance(kernel_types, (str, os.PathLike)):
-        return os.fspath(kernel_types)
-    path = getattr(kernel_types, "path", None)
-    if path:
-        return os.fspath(path)
-    raw = getattr(kernel_types, "raw", None)
-    if raw is None:
-        raise TypeError("kernel_types must be a path or an ebpf.btf.Spec")
-    import tempfile
-
-    # libbpf 1.1 only takes a path for custom BTF.  It reads the file during
-    # bpf_object__load, after this returns, so the file is removed at exit;
-    # the same bytes reuse one file instead of leaking one per load.
-    import atexit
-    import hashlib
-
-    data = bytes(raw)
-    digest = hashlib.sha256(data).hexdigest()
-    cached = _CUSTOM_BTF_FILES.get(digest)
-    if cached is not None and os.path.exists(cached):
-        return cached
-    f = tempfile.NamedTemporaryFile(prefix="ebpf-btf-", suffix=".btf", delete=False)
-    with f:
-        f.write(data)
-    if not _CUSTOM_BTF_FILES:
-        atexit.register(_remove_custom_btf_files)
-    _CUSTOM_BTF_FILES[digest] = f.name
-    return f.name
-
-
-_CUSTOM_BTF_FILES: Dict[str, str] = {}
-
-
-def _remove_custom_btf_files() -> None:
-    for path in _CUSTOM_BTF_FILES.values():
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    _CUSTOM_BTF_FILES.clear()
 
 
 # --------------------------------------------------------------------------
@@ -709,7 +352,7 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     while changed:
         changed = False
         for p in list(progs):
-            for m in spec._references.get(p, []):
+            for m in _loader.references(spec, p):
                 if m not in maps:
                     maps.add(m)
                     changed = True
@@ -725,7 +368,7 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     # silent miss: refuse, as cilium does.
     for m in sorted(maps - asked_maps):
         if spec.maps[m].type == MapType.PROG_ARRAY:
-            users = sorted(p for p in progs if m in spec._references.get(p, []))
+            users = sorted(p for p in progs if m in _loader.references(spec, p))
             raise EBPFError(
                 f"program array {m!r} is used by {', '.join(users)} but not assigned: "
                 f"add an ebpf.Map attribute for it, or tail calls through it would miss",

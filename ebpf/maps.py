@@ -34,6 +34,7 @@ from .errors import (
     PermissionDeniedError,
 )
 from .info import MapInfo, map_info
+from .names import object_name
 from .spec import MapSpec
 from .types import MapFlags, MapType, UpdateFlags
 
@@ -67,19 +68,6 @@ _BATCH_TYPES = frozenset(
 _ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY})
 # Types whose elements cannot be read from user space at all.
 _NO_LOOKUP_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.STRUCT_OPS, MapType.PERF_EVENT_ARRAY})
-
-_MAX_NAME = 15
-
-
-def sanitize_name(name: str) -> str:
-    """Make ``name`` acceptable as a kernel object name.
-
-    The kernel allows ``[A-Za-z0-9_.]`` and 15 characters; anything else is
-    replaced with ``_`` and the rest cut, so a name never fails a load.
-    """
-    out = "".join(c if (c.isascii() and (c.isalnum() or c in "_.")) else "_" for c in name)
-    return out[:_MAX_NAME]
-
 
 def _codec(btf_type: Any) -> Any:
     if btf_type is None:
@@ -801,7 +789,7 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
         map_extra=spec.map_extra,
         inner_map_fd=inner_fd or 0,
     )
-    name = sanitize_name(spec.name) if object_names_supported() else ""
+    name = object_name(spec.name) if object_names_supported() else ""
     key_size = spec.key_size
     value_size = spec.value_size
     max_entries = spec.max_entries
@@ -859,4 +847,4 @@ def check_compatible(spec: MapSpec, info: MapInfo, what: str) -> None:
         raise MapIncompatibleError(f"{what}: incompatible map: {detail}", diffs)
 
 
-__all__ += ["sanitize_name", "check_compatible", "check_pin_path", "pin_error"]
+__all__ += ["check_compatible", "check_pin_path", "pin_error"]

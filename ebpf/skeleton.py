@@ -33,7 +33,8 @@ from .collection import Variable
 from .errors import InvalidObjectError
 from .maps import Map
 from .programs import Program
-from .spec import CollectionSpec, MapSpec, load_collection_spec
+from .elf_reader import load_collection_spec
+from .spec import CollectionSpec, MapSpec
 from .typed import ReadOnlyVariable, TypedMap, TypedVariable
 from .types import MapType
 

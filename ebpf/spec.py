@@ -1,33 +1,33 @@
-"""Specs: the blueprint of an eBPF object, read from ELF, as plain Python data.
+"""Specs: the blueprint of an eBPF object, as plain Python data.
 
 A :class:`CollectionSpec` holds :class:`MapSpec`, :class:`ProgramSpec` and
-:class:`VariableSpec` objects.  Reading one makes no ``bpf()`` syscall and
-needs no privilege.  Every field may be changed before loading, and loading
-never changes the spec.
+:class:`VariableSpec` objects.  :func:`ebpf.load_collection_spec` reads them
+from ELF (see :mod:`ebpf.elf_reader`); they can also be built by hand.
+Specs make no syscall and need no privilege.  Every field may be changed
+before loading, and loading never changes the spec.
+
+This module holds the data classes only: nothing here talks to the kernel
+or to libbpf.  What a spec read from ELF keeps of that ELF for the loader
+sits in one private origin object per spec (``_origin``), which only
+:mod:`ebpf._loader` reads.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import os
-import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import _elf
 from ._values import encode_fixed
-from .errors import EBPFError, InvalidObjectError, NotSupportedError
+from .errors import EBPFError, InvalidObjectError
+from .sections import is_data_section
 from .types import AttachType, MapType, PinType, ProgramType
 
-__all__ = ["CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "load_collection_spec"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .asm import Instructions
 
-# libbpf 1.5 was the first release able to open objects of the other byte order.
-BIG_ENDIAN_MIN_LIBBPF = (1, 5)
-
-# Sections whose maps hold globals; libbpf turns each into an array map with
-# one element, named "<obj>.data" etc. in the kernel.
-_DATA_SECTION = re.compile(r"^\.(data|rodata|bss)(\..*)?$|^\.kconfig$")
+__all__ = ["CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "VariableBase", "encode_instructions"]
 
 
 @dataclass(eq=True)
@@ -70,7 +70,34 @@ class MapSpec:
     @property
     def is_data_section(self) -> bool:
         """Whether this map holds globals of a data section."""
-        return bool(_DATA_SECTION.match(self.name))
+        return is_data_section(self.name)
+
+
+class _Instructions:
+    """The ``ProgramSpec.instructions`` field.
+
+    A program read from ELF is decoded (and its functions linked in) on
+    first access only: loading an unchanged program needs libbpf's bytes,
+    never the decoded list.  Until then the field holds :data:`_FROM_ORIGIN`
+    and the program's origin knows how to decode it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return b""  # the dataclass default
+        value = obj.__dict__[self._slot]
+        if value is _FROM_ORIGIN:
+            value = obj.__dict__[self._slot] = obj._origin.instructions()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self._slot] = value
+
+
+_FROM_ORIGIN: Any = object()
 
 
 @dataclass(eq=True)
@@ -78,9 +105,10 @@ class ProgramSpec:
     """Blueprint of a program.
 
     ``instructions`` is the encoded instruction stream (8 bytes each) or any
-    object with ``encode()`` returning it (such as ``ebpf.asm.Instructions``).
-    ``attach_to`` names the hook (e.g. ``"syscalls/sys_enter_getpid"`` for
-    ``tracepoint/syscalls/sys_enter_getpid``).
+    object with ``encode()`` returning it (such as ``ebpf.asm.Instructions``,
+    which is what a program read from ELF has: the program followed by every
+    function it calls).  ``attach_to`` names the hook (e.g.
+    ``"syscalls/sys_enter_getpid"`` for ``tracepoint/syscalls/sys_enter_getpid``).
     """
 
     name: str
@@ -88,29 +116,25 @@ class ProgramSpec:
     attach_type: AttachType = AttachType.NONE
     attach_to: str = ""
     section_name: str = ""
-    instructions: Any = b""
+    instructions: Any = _Instructions()
     license: str = ""
     kernel_version: int = 0
     flags: int = 0
-    # Instructions as read from the ELF (linked, encoded), to tell whether
-    # the user changed them, and libbpf's own unlinked bytes of the program.
-    _elf_insns: Optional[bytes] = field(default=None, repr=False, compare=False)
-    _elf_raw: Optional[bytes] = field(default=None, repr=False, compare=False)
-    # The object's BTF: gives a program loaded alone its func_info, which
-    # the kernel demands for callbacks (bpf_loop) and global functions.
-    _btf: Any = field(default=None, repr=False, compare=False)
-    # The CollectionSpec of a program with CO-RE relocations: loading it
-    # alone goes through libbpf with that object (see programs.Program).
-    _collection: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.type = _enum(ProgramType, self.type)
         self.attach_type = _enum(AttachType, self.attach_type)
+        self._origin: Optional[_ProgramOrigin] = None
 
     def copy(self) -> "ProgramSpec":
-        insns = self.instructions
-        insns = insns.copy() if hasattr(insns, "copy") and not isinstance(insns, bytes) else insns
-        return dataclasses.replace(self, instructions=insns)
+        """A copy whose instructions can be edited without touching this one."""
+        insns = self.__dict__["_instructions"]
+        if insns is not _FROM_ORIGIN and hasattr(insns, "copy") and not isinstance(insns, bytes):
+            insns = insns.copy()
+        new = dataclasses.replace(self, instructions=b"")
+        new.__dict__["_instructions"] = insns
+        new._origin = self._origin
+        return new
 
     def encoded_instructions(self) -> bytes:
         """The instruction stream as the kernel reads it."""
@@ -118,6 +142,7 @@ class ProgramSpec:
 
 
 def encode_instructions(insns: Any) -> bytes:
+    """``insns`` (bytes or an object with ``encode()``) as 8-byte instructions."""
     if isinstance(insns, (bytes, bytearray, memoryview)):
         raw = bytes(insns)
     elif hasattr(insns, "encode"):
@@ -211,10 +236,8 @@ def _codec_for_var(var: Any) -> Any:
     """The BTF codec of a ``Var``'s type, or None without BTF."""
     if var is None:
         return None
-    try:
-        from .btf import codec_for
-    except ImportError:  # pragma: no cover - btf is part of the package
-        return None
+    from .btf import codec_for  # a lazily loaded subpackage
+
     target = getattr(var, "type", var)
     try:
         return codec_for(target)
@@ -231,14 +254,9 @@ class CollectionSpec:
     variables: Dict[str, VariableSpec] = field(default_factory=dict)
     types: Optional[Any] = field(default=None, compare=False)
     byte_order: str = "little"
-    # The ELF image the spec was read from; libbpf reopens it at load time so
-    # CO-RE, BTF and relocations stay libbpf's job.
-    _elf: Optional[bytes] = field(default=None, repr=False, compare=False)
-    _object_name: str = field(default="bpf", repr=False, compare=False)
-    # ELF map name -> key in ``maps`` (libbpf names data sections "<obj>.data").
-    _elf_map_keys: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
-    # program name -> names of the maps its code (and .text) refers to.
-    _references: Dict[str, List[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._origin: Optional[_ObjectOrigin] = None
 
     def copy(self) -> "CollectionSpec":
         """A deep copy: editing it never touches this spec."""
@@ -248,20 +266,13 @@ class CollectionSpec:
             target = maps.get(v.section, v._map)
             variables[name] = VariableSpec(v.name, v.section, v.offset, v.size, v.type, target)
         programs = {k: p.copy() for k, p in self.programs.items()}
-        copied = CollectionSpec(
-            maps=maps,
-            programs=programs,
-            variables=variables,
-            types=self.types,
-            byte_order=self.byte_order,
-            _elf=self._elf,
-            _object_name=self._object_name,
-            _elf_map_keys=dict(self._elf_map_keys),
-            _references={k: list(v) for k, v in self._references.items()},
-        )
+        copied = CollectionSpec(maps=maps, programs=programs, variables=variables, types=self.types,
+                                byte_order=self.byte_order)
+        copied._origin = self._origin
         for p in programs.values():
-            if p._collection is self:
-                p._collection = copied
+            # A program that loads through its object follows its copy.
+            if p._origin is not None and p._origin.collection is self:
+                p._origin = p._origin.with_collection(copied)
         return copied
 
     __copy__ = copy
@@ -278,9 +289,9 @@ class CollectionSpec:
         ``typing.Annotated[Map, "name"]``.  Returns ``objs``.  Options are those
         of :class:`ebpf.Collection`.
         """
-        from .collection import load_and_assign
-
-        return load_and_assign(self, objs, **options)
+        # The objects layer sits above this one: it is reached through the
+        # package's public names at call time, never imported from here.
+        return sys.modules[__name__.rpartition(".")[0]].load_and_assign(self, objs, **options)
 
     def rewrite_constants(self, consts: Dict[str, Any]) -> None:
         """Set several ``.rodata`` variables at once (cilium's RewriteConstants)."""
@@ -299,293 +310,77 @@ def _enum(cls: Any, value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------
-# Reading ELF
+# Origins: what a spec read from ELF keeps of it.  Written by the reader,
+# read by the loader; immutable, so copies of a spec share them.
 
 
-def _read_source(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]) -> Tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "bpf"
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        try:
-            with open(path, "rb") as f:
-                return f.read(), os.path.basename(path)
-        except OSError as exc:
-            raise InvalidObjectError(f"cannot read {path}: {exc.strerror}", exc.errno) from None
-    read = getattr(source, "read", None)
-    if read is None:
-        raise TypeError(f"expected a path, bytes or a binary file, not {type(source).__name__}")
-    data = read()
-    if not isinstance(data, (bytes, bytearray)):
-        raise TypeError("the file must be opened in binary mode")
-    return bytes(data), os.path.basename(getattr(source, "name", "bpf") or "bpf")
+class _ObjectOrigin:
+    """The ELF a CollectionSpec was read from.
 
-
-def _object_name(filename: str) -> str:
-    # libbpf prefixes data-section map names with the object name; keep it to
-    # characters the kernel accepts and without dots, so the section name can
-    # be recovered from the map name.
-    base = filename.split(".", 1)[0] or "bpf"
-    return re.sub(r"[^A-Za-z0-9_]", "_", base)[:8] or "bpf"
-
-
-def load_collection_spec(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]) -> CollectionSpec:
-    """Read an ELF object (path, bytes or binary file) into a CollectionSpec.
-
-    Makes no ``bpf()`` syscall.  A malformed object raises
-    :class:`InvalidObjectError`; an object the installed libbpf cannot open
-    (e.g. big-endian on libbpf < 1.5) raises :class:`NotSupportedError`.
+    ``elf`` is reopened by libbpf at load time, so CO-RE, BTF and
+    relocations stay libbpf's job.  ``map_keys`` maps libbpf's name of each
+    map (``"core.rodata"``) to its key in ``CollectionSpec.maps``
+    (``".rodata"``); ``references`` names, per program, the maps its linked
+    code loads; ``images`` holds the initial image of each data section as
+    read, to tell which ones the user changed.
     """
-    data, filename = _read_source(source)
-    return _from_elf(data, _object_name(filename))
+
+    __slots__ = ("elf", "object_name", "map_keys", "references", "images")
+
+    def __init__(self, elf: bytes, object_name: str, map_keys: Mapping[str, str],
+                 references: Mapping[str, Tuple[str, ...]], images: Mapping[str, bytes]) -> None:
+        self.elf = elf
+        self.object_name = object_name
+        self.map_keys = map_keys
+        self.references = references
+        self.images = images
 
 
-def _from_elf(data: bytes, obj_name: str) -> CollectionSpec:
-    from . import _libbpf
-    from ._validate import check_object
+class _ProgramOrigin:
+    """The ELF a ProgramSpec was read from.
 
-    elf = _elf.ElfFile(data)
-    if elf.byteorder != _native_byteorder() and _libbpf.version() < BIG_ENDIAN_MIN_LIBBPF:
-        raise NotSupportedError(
-            f"opening a {elf.byteorder}-endian object",
-            min_libbpf="%d.%d" % BIG_ENDIAN_MIN_LIBBPF,
-            detail=f"installed libbpf is {_libbpf.version_string()}",
-        )
-    check_object(data)
-
-    lib = _libbpf.lib
-    opts = _libbpf.bpf_object_open_opts(object_name=obj_name.encode())
-    buf = ctypes.create_string_buffer(data, len(data))
-    _libbpf.clear_warnings()
-    try:
-        obj = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
-    except NotSupportedError as exc:
-        raise NotSupportedError(
-            f"opening this object with libbpf {_libbpf.version_string()}", errno=exc.errno, detail=str(exc)
-        ) from None
-    except EBPFError as exc:
-        raise InvalidObjectError(f"libbpf cannot open the object: {exc}", exc.errno) from None
-    try:
-        return _spec_from_object(lib, obj, elf, data, obj_name)
-    finally:
-        lib.bpf_object__close(obj)
-
-
-def _native_byteorder() -> str:
-    import sys
-
-    return sys.byteorder
-
-
-def _section_of_internal_map(name: str) -> str:
-    """``"core.rodata"`` → ``".rodata"``; ``".data.custom"`` stays."""
-    if name.startswith("."):
-        return name
-    dot = name.find(".")
-    return name[dot:] if dot >= 0 else name
-
-
-def _spec_from_object(lib: Any, obj: Any, elf: "_elf.ElfFile", data: bytes, obj_name: str) -> CollectionSpec:
-    types = None
-    btf_handle = lib.bpf_object__btf(obj)
-    if btf_handle:
-        size = ctypes.c_uint32()
-        raw_ptr = lib.btf__raw_data(btf_handle, ctypes.byref(size))
-        if raw_ptr:
-            from .btf import Spec as BTFSpec
-
-            types = BTFSpec.from_raw(ctypes.string_at(raw_ptr, size.value))
-
-    spec = CollectionSpec(types=types, byte_order=elf.byteorder, _elf=data, _object_name=obj_name)
-
-    # Maps.  Inner map templates (bpf_map__inner_map) are not in the
-    # object's map list; they become MapSpec.inner_map.
-    m = lib.bpf_object__next_map(obj, None)
-    while m:
-        elf_name = lib.bpf_map__name(m).decode()
-        key = _section_of_internal_map(elf_name) if lib.bpf_map__is_internal(m) else elf_name
-        spec.maps[key] = _map_spec(lib, m, key, types)
-        spec._elf_map_keys[elf_name] = key
-        m = lib.bpf_object__next_map(obj, m)
-
-    _add_init_slots(spec, elf, types)
-    _refuse_map_initialisers(elf)
-
-    license = ""
-    lic = elf.section_by_name("license")
-    if lic is not None:
-        license = lic.data.split(b"\0", 1)[0].decode(errors="replace")
-    # libbpf fills in the running kernel's version when the object has no
-    # "version" section; a spec must not depend on the host that read it.
-    kversion = 0
-    ver = elf.section_by_name("version")
-    if ver is not None and len(ver.data) == 4:
-        kversion = int.from_bytes(ver.data, elf.byteorder)
-
-    p = lib.bpf_object__next_program(obj, None)
-    while p:
-        name = lib.bpf_program__name(p).decode()
-        section = lib.bpf_program__section_name(p).decode()
-        count = int(lib.bpf_program__insn_cnt(p))
-        insns = ctypes.string_at(lib.bpf_program__insns(p), count * 8) if count else b""
-        ptype, atype = int(lib.bpf_program__type(p)), int(lib.bpf_program__expected_attach_type(p))
-        if ptype == ProgramType.UNSPEC:
-            ptype, atype = _NEWER_SECTIONS.get(section, (ptype, atype))
-        spec.programs[name] = ProgramSpec(
-            name=name,
-            type=ptype,
-            attach_type=atype,
-            attach_to=_attach_to(section),
-            section_name=section,
-            instructions=insns,
-            license=license,
-            kernel_version=kversion,
-            flags=int(lib.bpf_program__flags(p)),
-            _elf_insns=insns,
-            _elf_raw=insns,
-            _btf=types,
-        )
-        p = lib.bpf_object__next_program(obj, p)
-
-    _add_variables(spec, types)
-    from . import _linker
-
-    _linker.link(spec, elf)
-    # Which maps each program needs: what its linked code loads.
-    spec._references = {n: sorted(p.instructions.map_references()) for n, p in spec.programs.items()}
-    return spec
-
-
-# Section prefixes whose remainder names the hook (libbpf's "prefix/" forms);
-# anything after "/" elsewhere (e.g. "socket/tail") is just a label.
-_TARGET_PREFIXES = frozenset(
-    """kprobe kretprobe uprobe uretprobe uprobe.s uretprobe.s usdt ksyscall kretsyscall
-    kprobe.multi kretprobe.multi tracepoint tp raw_tracepoint raw_tp raw_tracepoint.w raw_tp.w
-    tp_btf fentry fexit fmod_ret fentry.s fexit.s fmod_ret.s freplace lsm lsm.s lsm_cgroup
-    iter iter.s struct_ops struct_ops.s""".split()
-)
-
-
-# Sections that libbpf learnt after 1.1 (it reads them as UNSPEC): the types
-# newer libbpf releases give them, so a spec is the same whichever is installed.
-_NEWER_SECTIONS = {
-    "netfilter": (ProgramType.NETFILTER, AttachType.NETFILTER),
-    "tcx/ingress": (ProgramType.SCHED_CLS, AttachType.TCX_INGRESS),
-    "tcx/egress": (ProgramType.SCHED_CLS, AttachType.TCX_EGRESS),
-    "netkit/primary": (ProgramType.SCHED_CLS, AttachType.NETKIT_PRIMARY),
-    "netkit/peer": (ProgramType.SCHED_CLS, AttachType.NETKIT_PEER),
-}
-
-
-def _attach_to(section: str) -> str:
-    prefix, sep, rest = section.partition("/")
-    return rest if sep and prefix in _TARGET_PREFIXES else ""
-
-
-# No kernel accepts a map value this large; ctypes cannot copy one either.
-_MAX_SECTION = 1 << 30
-
-
-def _map_spec(lib: Any, m: Any, name: str, types: Any) -> MapSpec:
-    pin = lib.bpf_map__pin_path(m)
-    spec = MapSpec(
-        name=name,
-        type=lib.bpf_map__type(m),
-        key_size=int(lib.bpf_map__key_size(m)),
-        value_size=int(lib.bpf_map__value_size(m)),
-        max_entries=int(lib.bpf_map__max_entries(m)),
-        flags=int(lib.bpf_map__map_flags(m)),
-        pinning=PinType.BY_NAME if pin else PinType.NONE,
-        numa_node=int(lib.bpf_map__numa_node(m)),
-        map_extra=int(lib.bpf_map__map_extra(m)),
-    )
-    if types is not None:
-        kid, vid = int(lib.bpf_map__btf_key_type_id(m)), int(lib.bpf_map__btf_value_type_id(m))
-        spec.key = types.type_by_id(kid) if kid else None
-        spec.value = types.type_by_id(vid) if vid else None
-    if lib.bpf_map__is_internal(m):
-        size = ctypes.c_size_t()
-        ptr = lib.bpf_map__initial_value(m, ctypes.byref(size))
-        if size.value > _MAX_SECTION:
-            raise InvalidObjectError(f"data section {name} claims {size.value} bytes")
-        image = ctypes.string_at(ptr, size.value) if ptr and size.value else bytes(spec.value_size)
-        spec.contents = [(0, image)]
-    inner = lib.bpf_map__inner_map(m)
-    if inner:
-        spec.inner_map = _map_spec(lib, inner, lib.bpf_map__name(inner).decode(), types)
-    return spec
-
-
-def _add_variables(spec: CollectionSpec, types: Any) -> None:
-    if types is None:
-        return
-    from .btf import Datasec
-
-    for t in types:
-        if not isinstance(t, Datasec):
-            continue
-        ms = spec.maps.get(t.name)
-        if ms is None:
-            continue
-        for vsi in t.vars:
-            var = vsi.type
-            spec.variables[var.name] = VariableSpec(var.name, t.name, int(vsi.offset), int(vsi.size), var, ms)
-
-
-def _refuse_map_initialisers(elf: "_elf.ElfFile") -> None:
-    """A BTF map definition is all zeros but for relocated ``values`` slots.
-
-    Anything else (``.key = (void *)1``) would be silently ignored by
-    libbpf 1.1.2; cilium refuses such objects with ErrNotSupported, so do we.
-    Relocations leave their slots zero in the file, so any non-zero byte
-    is an initialiser.
+    ``raw`` is libbpf's own (unlinked) code of the program, ``btf`` the
+    object's BTF (it gives a program loaded alone its ``func_info``).
+    ``collection`` is set for a program that must load through libbpf even
+    alone (CO-RE relocations, externs): the spec it was read with, whose
+    maps it uses.  ``decode`` turns the ELF into the linked
+    ``asm.Instructions`` and their encoding; :meth:`linked` is that
+    encoding, to tell whether the user changed the instructions.
     """
-    sec = elf.section_by_name(".maps")
-    if sec is None or sec.type != _elf.SHT_PROGBITS:
-        return
-    data = sec.data
-    if any(data):
-        at = next(i for i, b in enumerate(data) if b)
-        raise NotSupportedError(
-            "initialised fields in a BTF map definition",
-            detail=f"non-zero byte at offset {at} of .maps: only 'values' may be initialised",
-        )
+
+    __slots__ = ("raw", "btf", "collection", "_decode", "_linked")
+
+    def __init__(self, raw: bytes, btf: Any, collection: Optional[CollectionSpec],
+                 decode: Callable[[], Tuple["Instructions", bytes]]) -> None:
+        self.raw = raw
+        self.btf = btf
+        self.collection = collection
+        self._decode = decode
+        self._linked: Optional[bytes] = None
+
+    def instructions(self) -> "Instructions":
+        insns, linked = self._decode()
+        self._linked = linked
+        return insns
+
+    def linked(self) -> bytes:
+        if self._linked is None:
+            self._linked = self._decode()[1]
+        return self._linked
+
+    def with_collection(self, collection: CollectionSpec) -> "_ProgramOrigin":
+        new = _ProgramOrigin(self.raw, self.btf, collection, self._decode)
+        new._linked = self._linked
+        return new
 
 
-def _add_init_slots(spec: CollectionSpec, elf: "_elf.ElfFile", types: Any) -> None:
-    """Record ``.values = {...}`` initialisers of BTF map definitions.
+def _decoded(ps: ProgramSpec) -> bool:
+    """Whether ``ps.instructions`` was ever read or set (else it is exactly
+    what the ELF holds, and loading can use libbpf's bytes as they are)."""
+    return ps.__dict__["_instructions"] is not _FROM_ORIGIN
 
-    libbpf keeps them private (it fills the slots itself at load), so they
-    are read from the relocations against ``.maps``: each relocation sits in
-    the ``values`` array of one map definition and names a program or map.
-    """
-    sec = elf.section_by_name(".maps")
-    if sec is None or types is None:
-        return
-    from .btf import Datasec, Struct, underlying
 
-    try:
-        datasec = types.type_by_name(".maps", Datasec)
-    except KeyError:
-        return
-    relocs = elf.relocations(sec)
-    if not relocs:
-        return
-    for vsi in datasec.vars:
-        var = vsi.type
-        ms = spec.maps.get(var.name)
-        struct = underlying(var.type)
-        if ms is None or not isinstance(struct, Struct) or not struct.members:
-            continue
-        values = struct.members[-1]
-        if values.name != "values":
-            continue
-        start = vsi.offset + values.offset // 8
-        end = vsi.offset + vsi.size
-        slots = []
-        for r in relocs:
-            if start <= r.offset < end and r.symbol.name:
-                slots.append(((r.offset - start) // 8, r.symbol.name))
-        if slots:
-            ms.contents = sorted(slots)
-
+def _defer_instructions(ps: ProgramSpec, origin: _ProgramOrigin) -> None:
+    """Make ``ps.instructions`` decode from ``origin`` on first access."""
+    ps._origin = origin
+    ps.__dict__["_instructions"] = _FROM_ORIGIN

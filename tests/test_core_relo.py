@@ -158,7 +158,7 @@ def test_core_program_loaded_alone_is_relocated():
     """``ebpf.Program(spec)`` of a program with CO-RE relocations goes through
     libbpf too: the map it is given receives the kernel's real tgid."""
     spec = _spec()
-    assert spec.programs["read_tgid"]._collection is spec
+    assert spec.programs["read_tgid"]._origin.collection is spec
     bss = ebpf.Map(spec.maps[".bss"])
     try:
         with ebpf.Program(spec.programs["read_tgid"], maps={".bss": bss}) as prog:
@@ -172,8 +172,8 @@ def test_core_program_loaded_alone_is_relocated():
 def test_copied_spec_keeps_its_own_object():
     spec = _spec()
     copy = spec.copy()
-    assert copy.programs["read_tgid"]._collection is copy
-    assert spec.programs["read_tgid"]._collection is spec
+    assert copy.programs["read_tgid"]._origin.collection is copy
+    assert spec.programs["read_tgid"]._origin.collection is spec
 
 
 @pytest.mark.kernel

@@ -69,7 +69,7 @@ def test_instructions_decode_with_named_map_references(core_spec):
     insns = core_spec.programs["sock_filter"].instructions
     assert isinstance(insns, asm.Instructions)
     assert insns.find_reference("array_map")
-    assert insns.encode() == core_spec.programs["sock_filter"]._elf_insns
+    assert insns.encode() == core_spec.programs["sock_filter"]._origin.linked()
 
 
 def test_variables(core_spec):

@@ -34,8 +34,8 @@ def test_functions_are_linked_once(spec):
 
 def test_references_follow_linked_code(spec):
     # uses_loop never reaches middle (the only reader of .data).
-    assert spec._references["uses_loop"] == [".bss", ".rodata", "results"]
-    assert spec._references["uses_subprogs"] == [".bss", ".data", ".rodata", "results"]
+    assert spec._origin.references["uses_loop"] == (".bss", ".rodata", "results")
+    assert spec._origin.references["uses_subprogs"] == (".bss", ".data", ".rodata", "results")
 
 
 def test_reading_twice_gives_equal_specs(spec):
@@ -60,7 +60,7 @@ def test_standalone_matches_collection(spec, name, expect):
     with ebpf.Collection(spec) as coll:
         via_coll = coll.programs[name].run(bytes(20)).retval
         assert coll.variables["calls"].get() == 1  # leaf ran once
-    maps = _maps(spec, spec._references[name])
+    maps = _maps(spec, spec._origin.references[name])
     try:
         with ebpf.Program(spec.programs[name], maps=maps) as prog:
             alone = prog.run(bytes(20)).retval
@@ -76,7 +76,7 @@ def test_standalone_matches_collection(spec, name, expect):
 def test_globals_set_before_load_reach_standalone_program(spec):
     spec.variables["factor"].set(7)
     spec.variables["bias"].set(100)
-    maps = _maps(spec, spec._references["uses_subprogs"])
+    maps = _maps(spec, spec._origin.references["uses_subprogs"])
     try:
         with ebpf.Program(spec.programs["uses_subprogs"], maps=maps) as prog:
             assert prog.run(bytes(20)).retval == 6 * 7 + 100

@@ -4,7 +4,8 @@ Like a libbpf skeleton's ``__attach()``: ``SEC("tracepoint/syscalls/sys_enter_re
 says where the program goes, ``SEC("xdp")`` does not (it needs an
 interface), so :func:`attach_all` attaches the first and skips the second.
 
-Recognised sections (with their sleepable ``.s`` forms):
+Recognised sections (with their sleepable ``.s`` forms; the table is
+:data:`ebpf.sections.SECTIONS`):
 
 * ``tracepoint/<group>/<name>``, ``tp/<group>/<name>``
 * ``raw_tracepoint/<name>``, ``raw_tp/<name>`` (and ``.w`` writable forms)
@@ -27,7 +28,9 @@ import os
 import platform
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import sections
 from ..errors import EBPFError, NotSupportedError
+from ..sections import Hook
 from ._link import Link
 
 __all__ = ["attach_all", "auto_attach", "section_hook"]
@@ -41,64 +44,58 @@ _SYSCALL_PREFIX = {
     "riscv64": "__riscv_sys_",
 }
 
-_TRACING_PREFIXES = {"tp_btf", "fentry", "fexit", "fmod_ret", "fentry.s", "fexit.s", "fmod_ret.s", "lsm", "lsm.s"}
-
-
-def _strip_s(prefix: str) -> str:
-    return prefix[:-2] if prefix.endswith(".s") else prefix
-
-
 def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
     """A function attaching a program of ``section`` to its hook, or None.
 
     None means the section does not name a target (the program needs one
-    from the caller: an interface, a cgroup, a perf event, ...).
+    from the caller: an interface, a cgroup, a perf event, ...).  Which
+    sections name which hook is :mod:`ebpf.sections`' table.
     """
-    prefix, sep, rest = section.partition("/")
-    if not sep or not rest:
+    row, rest = sections.lookup(section)
+    hook = row.hook if row is not None else None
+    if hook is None:
         return None
-    base = _strip_s(prefix)
-    if base in ("tracepoint", "tp"):
+    if hook is Hook.TRACEPOINT:
         group, sep, name = rest.partition("/")
         if not sep or not group or not name:
             return None
         from .tracing import attach_tracepoint
 
         return lambda prog: attach_tracepoint(group, name, prog)
-    if base in ("raw_tracepoint", "raw_tp", "raw_tracepoint.w", "raw_tp.w"):
+    if hook is Hook.RAW_TRACEPOINT:
         from .tracing import attach_raw_tracepoint
 
         return lambda prog: attach_raw_tracepoint(rest, prog)
-    if prefix in _TRACING_PREFIXES:
+    if hook is Hook.TRACING:
         from .tracing import attach_tracing
 
         return attach_tracing
-    if base == "iter":
+    if hook is Hook.ITER:
         from .iter import MAP_TARGETS, attach_iter
 
         if rest in MAP_TARGETS:
             return None  # walks a map the caller must choose
         return lambda prog: attach_iter(prog)
-    if prefix in ("kprobe", "kretprobe"):
+    if hook in (Hook.KPROBE, Hook.KRETPROBE):
         from .tracing import kprobe, kretprobe
 
         symbol, _, off = rest.partition("+")
         offset = int(off, 0) if off else 0
-        if prefix == "kretprobe":
+        if hook is Hook.KRETPROBE:
             return lambda prog: kretprobe(symbol, prog)
         return lambda prog: kprobe(symbol, prog, offset=offset)
-    if prefix in ("ksyscall", "kretsyscall"):
+    if hook in (Hook.KSYSCALL, Hook.KRETSYSCALL):
         from .tracing import kprobe, kretprobe
 
         symbol = _SYSCALL_PREFIX.get(platform.machine(), "sys_") + rest
-        fn = kretprobe if prefix == "kretsyscall" else kprobe
+        fn = kretprobe if hook is Hook.KRETSYSCALL else kprobe
         return lambda prog: fn(symbol, prog)
-    if prefix in ("kprobe.multi", "kretprobe.multi"):
+    if hook in (Hook.KPROBE_MULTI, Hook.KRETPROBE_MULTI):
         from .tracing import kprobe_multi, kretprobe_multi
 
-        fn = kretprobe_multi if prefix == "kretprobe.multi" else kprobe_multi
+        fn = kretprobe_multi if hook is Hook.KRETPROBE_MULTI else kprobe_multi
         return lambda prog: fn(_expand_pattern(rest), prog)
-    if base in ("uprobe", "uretprobe"):
+    if hook in (Hook.UPROBE, Hook.URETPROBE):
         path, sep, func = rest.rpartition(":")
         if not sep or not path or not func:
             return None  # "uprobe" without binary:func is attached by hand
@@ -107,7 +104,7 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
         uprobe = _optional_module(".uprobe")
         if uprobe is None:
             return None
-        ret = base == "uretprobe"
+        ret = hook is Hook.URETPROBE
 
         def attach_uprobe(prog: Any) -> Link:
             exe = uprobe.open_executable(path)
@@ -115,7 +112,7 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
             return method(symbol, prog, offset=offset)
 
         return attach_uprobe
-    if base == "usdt":
+    if hook is Hook.USDT:
         parts = rest.rsplit(":", 2)
         if len(parts) != 3 or not all(parts):
             return None
@@ -124,6 +121,8 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
         if uprobe is None or not hasattr(uprobe.Executable, "usdt"):
             return None
         return lambda prog: uprobe.open_executable(path).usdt(provider, name, prog)
+    # FREPLACE, LSM_CGROUP, STRUCT_OPS: the target is another program, a
+    # cgroup or an ops table, which the caller provides.
     return None
 
 

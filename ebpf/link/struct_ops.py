@@ -83,12 +83,12 @@ def bind_struct_ops(spec: Any, coll: Any) -> None:
 
 
 def _plan(spec: Any, key: str) -> StructOpsPlan:
-    from .. import _elf, btf
+    from .. import _loader, btf
 
-    if spec._elf is None or spec.types is None:
+    elf = _loader.elf_of(spec)
+    if elf is None or spec.types is None:
         raise EBPFError("struct_ops map without an ELF object and its BTF", errno.EINVAL)
-    elf_name = next((e for e, k in spec._elf_map_keys.items() if k == key), key)
-    elf = _elf.ElfFile(spec._elf)
+    elf_name = _loader.elf_map_name(spec, key)
     for sec_name in _STRUCT_OPS_SECTIONS:
         sec = elf.section_by_name(sec_name)
         if sec is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from .errors import InvalidObjectError
 
@@ -122,8 +122,7 @@ class Section:
         return f"section {self.index} ({self.name})"
 
 
-@dataclass(frozen=True)
-class Symbol:
+class Symbol(NamedTuple):
     """One entry of the symbol table."""
 
     index: int
@@ -136,8 +135,7 @@ class Symbol:
     shndx: int
 
 
-@dataclass(frozen=True)
-class Relocation:
+class Relocation(NamedTuple):
     """One REL or RELA entry; ``addend`` is 0 for REL."""
 
     offset: int
@@ -177,6 +175,7 @@ class ElfFile:
         self._symbols: Optional[List[Symbol]] = None
         self._symtab: Optional[Section] = None
         self._by_name: Optional[Dict[str, Section]] = None
+        self._relocs: Dict[int, List[Relocation]] = {}
         self._parse_header()
         self._parse_sections()
 
@@ -312,14 +311,13 @@ class ElfFile:
         if strsec.type != SHT_STRTAB:
             raise _fail(f"{symtab} links to {strsec}, which is not a string table")
         strtab = strsec.data
-        raw = symtab.data
         fmt = struct.Struct(self._e + "IBBHQQ")
+        nsec = len(self.sections)
         symbols: List[Symbol] = []
-        for i in range(symtab.size // _SYM_SIZE):
-            name, info, other, shndx, value, sz = fmt.unpack_from(raw, i * _SYM_SIZE)
+        for i, (name, info, other, shndx, value, sz) in enumerate(fmt.iter_unpack(symtab.data)):
             sym_name = _cstring(strtab, name, f"symbol {i}") if name else ""
-            if shndx != SHN_UNDEF and shndx < SHN_LORESERVE and shndx >= len(self.sections):
-                raise _fail(f"symbol {i} ({sym_name}) in section {shndx} of {len(self.sections)}")
+            if shndx != SHN_UNDEF and shndx < SHN_LORESERVE and shndx >= nsec:
+                raise _fail(f"symbol {i} ({sym_name}) in section {shndx} of {nsec}")
             symbols.append(Symbol(i, sym_name, value, sz, info & 0xF, info >> 4, other & 0x3, shndx))
         self._symtab = symtab
         self._symbols = symbols
@@ -342,6 +340,12 @@ class ElfFile:
         return out
 
     def _parse_relocations(self, rel: Section, target: Section) -> List[Relocation]:
+        done = self._relocs.get(rel.index)
+        if done is None:
+            done = self._relocs[rel.index] = self._read_relocations(rel, target)
+        return done
+
+    def _read_relocations(self, rel: Section, target: Section) -> List[Relocation]:
         symbols = self.symbols
         if self._symtab is None or rel.link != self._symtab.index:
             raise _fail(f"{rel} does not link to the symbol table")
@@ -349,17 +353,15 @@ class ElfFile:
         entsize = _RELA_SIZE if is_rela else _REL_SIZE
         if rel.size % entsize:
             raise _fail(f"{rel} size {rel.size} is not a multiple of {entsize}")
-        raw = rel.data
         fmt = struct.Struct(self._e + ("QQq" if is_rela else "QQ"))
+        nsyms, size = len(symbols), target.size
         out: List[Relocation] = []
-        for i in range(rel.size // entsize):
-            fields = fmt.unpack_from(raw, i * entsize)
+        for i, fields in enumerate(fmt.iter_unpack(rel.data)):
             offset, info = fields[0], fields[1]
-            addend = fields[2] if is_rela else 0
             sym_index = info >> 32
-            if sym_index >= len(symbols):
-                raise _fail(f"{rel} entry {i}: symbol index {sym_index} out of range (0..{len(symbols) - 1})")
-            if offset >= target.size:
-                raise _fail(f"{rel} entry {i}: offset {offset} outside {target} of {target.size} bytes")
-            out.append(Relocation(offset, symbols[sym_index], info & 0xFFFFFFFF, addend))
+            if sym_index >= nsyms:
+                raise _fail(f"{rel} entry {i}: symbol index {sym_index} out of range (0..{nsyms - 1})")
+            if offset >= size:
+                raise _fail(f"{rel} entry {i}: offset {offset} outside {target} of {size} bytes")
+            out.append(Relocation(offset, symbols[sym_index], info & 0xFFFFFFFF, fields[2] if is_rela else 0))
         return out

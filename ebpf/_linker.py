@@ -21,6 +21,7 @@ user looks at them (:meth:`Linker.decode`).
 
 from __future__ import annotations
 
+import bisect
 import struct
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
@@ -98,7 +99,7 @@ class Linker:
             ext = [at for at, r in relocs.items() if r.symbol.shndx == 0 and r.symbol.name]
             if ext:
                 self.core.setdefault(name, []).extend(ext)
-        self._sites: Dict[Tuple[str, int, int], Dict[int, _Site]] = {}
+        self._sites: Dict[str, Tuple[List[int], Dict[int, _Site]]] = {}
         self._i32 = struct.Struct("<i" if self.order == "little" else ">i")
 
     # -- the call graph, from bytes ------------------------------------------
@@ -115,32 +116,35 @@ class Linker:
     def sites(self, section: str, start: int, size: int) -> Dict[int, _Site]:
         """Byte offset in ``section`` -> what the call or load there refers
         to, for the code at ``start`` (``size`` bytes)."""
-        key = (section, start, size)
-        found = self._sites.get(key)
-        if found is not None:
-            return found
-        found = {}
+        offsets, found = self._section_sites(section)
+        lo, hi = bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, start + size)
+        return {at: found[at] for at in offsets[lo:hi]}
+
+    def _section_sites(self, section: str) -> Tuple[List[int], Dict[int, _Site]]:
+        """The call sites of a whole section, once: their sorted offsets and
+        what each refers to."""
+        done = self._sites.get(section)
+        if done is not None:
+            return done
+        found: Dict[int, _Site] = {}
         sec = self.sections.get(section)
         code = sec.data if sec is not None else b""
-        end = min(start + size, len(code))
         relocs = self.relocs.get(section, {})
         for at, r in relocs.items():
-            if not start <= at < end or at + 8 > len(code):
-                continue
-            site = self._relocated(code, at, r)
-            if site is not None:
-                found[at] = site
+            if at + 8 <= len(code):
+                site = self._relocated(code, at, r)
+                if site is not None:
+                    found[at] = site
         # Calls within the section need no relocation: they are relative.
-        at = code.find(b"\x85", start, end)
+        at = code.find(b"\x85")
         while at >= 0:
-            if (at - start) % 8 == 0 and at not in relocs and at + 8 <= len(code) \
-                    and self._src(code[at + 1]) == _PSEUDO_CALL:
+            if at % 8 == 0 and at not in relocs and at + 8 <= len(code) and self._src(code[at + 1]) == _PSEUDO_CALL:
                 target = (section, at + (self._i32.unpack_from(code, at + 4)[0] + 1) * 8)
                 if target in self.funcs:
                     found[at] = _Site("call", target)
-            at = code.find(b"\x85", at + 1, end)
-        self._sites[key] = found
-        return found
+            at = code.find(b"\x85", at + 1)
+        done = self._sites[section] = (sorted(found), found)
+        return done
 
     def _relocated(self, code: bytes, at: int, r: "Relocation") -> Optional[_Site]:
         opcode, src = code[at], self._src(code[at + 1])

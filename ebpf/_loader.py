@@ -51,6 +51,10 @@ LOG_SIZE_MAX = 256 * 1024 * 1024
 # EPERM with an empty log, leaving nothing else to explain the refusal).
 TRACING_TYPES = frozenset({ProgramType.TRACING, ProgramType.LSM, ProgramType.EXT})
 
+# Map types whose definition libbpf fills in or rounds while loading (the
+# number of CPUs, page-sized ring buffers, the kernel's struct_ops value).
+_ADJUSTED_AT_LOAD = frozenset({MapType.PERF_EVENT_ARRAY, MapType.RINGBUF, MapType.USER_RINGBUF, MapType.STRUCT_OPS})
+
 _FAILED_PROG = re.compile(r"prog '([^']+)': failed to load: (-?\d+)")
 _CORE_POISON = 0xBAD2310  # libbpf's poisoned-helper id for failed CO-RE relocations
 
@@ -336,18 +340,21 @@ def load_object(
         check_pin_path(os.path.join(pin_path, "x"))
     btf_path = _kernel_types_file(kernel_types)
     job = _ObjectJob(spec, programs, maps, dict(replacements or {}), pin_path, log_level, program_specs)
-    size = max(log_size or LOG_SIZE_MIN, 1024)
+    # Without log_level nothing is logged unless a load fails: then the
+    # load is repeated with log buffers (allocating them for every program
+    # of every load costs more than the rare second load).
+    size = max(log_size or LOG_SIZE_MIN, 1024) if log_level else 0
     while True:
         try:
             return job.run(btf_path, size)
         except _LogTooSmall:
             if size >= LOG_SIZE_MAX:
                 raise
-            size = min(size * 8, LOG_SIZE_MAX)
+            size = min(size * 8, LOG_SIZE_MAX) if size else max(log_size or LOG_SIZE_MIN, 1024)
 
 
 class _LogTooSmall(Exception):
-    pass
+    """The load failed and its logs were cut short (or not kept)."""
 
 
 class _ObjectJob:
@@ -386,8 +393,8 @@ class _ObjectJob:
                 err = obj.load()
                 if err:
                     self.raise_load_error(err, progs, log_size)
-                for key, m in created:
-                    out.maps[key] = (os.dup(m.fd), self.created_spec(key, m))
+                for key, m, d in created:
+                    out.maps[key] = (os.dup(m.fd), self.created_spec(key, m, d))
                     ms = self.spec.maps[key]
                     if ms.pinning == PinType.BY_NAME and self.pin_path is not None and key not in self.replacements:
                         out.pinned[key] = os.path.join(self.pin_path, ms.name)
@@ -404,11 +411,16 @@ class _ObjectJob:
 
     # -- maps --------------------------------------------------------------------
 
-    def prepare_maps(self, obj: _libbpf.BPFObject, temp_fds: List[int]) -> List[Tuple[str, _libbpf.ObjectMap]]:
+    def prepare_maps(self, obj: _libbpf.BPFObject,
+                     temp_fds: List[int]) -> List[Tuple[str, _libbpf.ObjectMap, Optional[_libbpf.MapDefinition]]]:
+        """Apply the spec to libbpf's maps.  Returns the maps to create, each
+        with its definition when loading will not change it (else None)."""
         created = []
+        definitions = self.origin.definitions
         for m in obj.maps():
-            d = m.definition()
-            key = self.origin.map_keys.get(d.name, d.name)
+            name = m.name
+            d = definitions.get(name) or m.definition()
+            key = self.origin.map_keys.get(name, name)
             ms = self.spec.maps.get(key)
             if ms is None or not self.wanted_map(key):
                 m.set_autocreate(False)
@@ -418,26 +430,37 @@ class _ObjectJob:
                     # skips maps of other types, so retype the unused map.
                     m.set_type(int(MapType.ARRAY))
             else:
-                self.apply_map(m, d, key, ms, temp_fds)
-                created.append((key, m))
+                same = self.apply_map(m, d, key, ms, temp_fds)
+                created.append((key, m, d if same else None))
         return created
 
     def apply_map(self, m: _libbpf.ObjectMap, d: _libbpf.MapDefinition, key: str, ms: MapSpec,
-                  temp_fds: List[int]) -> None:
+                  temp_fds: List[int]) -> bool:
+        """Make libbpf's map what ``ms`` says; returns whether its definition
+        stays ``d`` through the load (nothing set, no fd reused, no size
+        that libbpf adjusts at load)."""
+        same = d.type not in _ADJUSTED_AT_LOAD
         if int(ms.type) != d.type:
             m.set_type(int(ms.type))
+            same = False
         if ms.key_size != d.key_size:
             m.set_key_size(ms.key_size)
+            same = False
         if ms.value_size != d.value_size:
             m.set_value_size(ms.value_size)
+            same = False
         if ms.max_entries != d.max_entries:
             m.set_max_entries(ms.max_entries)
+            same = False
         if ms.flags != d.flags:
             m.set_flags(ms.flags)
+            same = False
         if ms.numa_node != d.numa_node:
             m.set_numa_node(ms.numa_node)
+            same = False
         if ms.map_extra != d.map_extra:
             m.set_map_extra(ms.map_extra)
+            same = False
         if d.internal and ms.contents:
             self.apply_image(m, key, ms)
         if ms.type in MAP_IN_MAP_TYPES and ms.inner_map is not None:
@@ -451,7 +474,8 @@ class _ObjectJob:
             r = self.replacements[key]
             check_compatible(ms, r.info(), f"map {key}")
             m.reuse_fd(r.fd)
-        elif ms.pinning == PinType.BY_NAME:
+            return False
+        if ms.pinning == PinType.BY_NAME:
             path = self.pin_file(ms)
             if os.path.exists(path):
                 fd = open_pinned(path)
@@ -460,13 +484,16 @@ class _ObjectJob:
                 finally:
                     os.close(fd)
             m.set_pin_path(path)
-        else:
+            return False
+        if d.pinned:
             m.set_pin_path(None)
-            if ms.name != key and not d.internal:
-                # libbpf 1.1 cannot rename a map: create it here and hand it over.
-                own = Map(_without_contents(ms))
-                temp_fds.append(own.detach_fd())
-                m.reuse_fd(temp_fds[-1])
+        if ms.name != key and not d.internal:
+            # libbpf 1.1 cannot rename a map: create it here and hand it over.
+            own = Map(_without_contents(ms))
+            temp_fds.append(own.detach_fd())
+            m.reuse_fd(temp_fds[-1])
+            return False
+        return same
 
     def apply_image(self, m: _libbpf.ObjectMap, key: str, ms: MapSpec) -> None:
         image = ms.contents[0][1]
@@ -483,10 +510,11 @@ class _ObjectJob:
             raise NotSupportedError(".kconfig values set in the spec", detail="libbpf fills them in at load time")
         m.set_initial_value(image)
 
-    def created_spec(self, key: str, m: _libbpf.ObjectMap) -> MapSpec:
+    def created_spec(self, key: str, m: _libbpf.ObjectMap, d: Optional[_libbpf.MapDefinition]) -> MapSpec:
         """The spec of a map as libbpf created it, with the spec's name,
         pinning, BTF types and inner map."""
-        d = m.definition()
+        if d is None:
+            d = m.definition()
         ms = self.spec.maps[key]
         created = MapSpec(
             name=ms.name, type=d.type, key_size=d.key_size, value_size=d.value_size, max_entries=d.max_entries,
@@ -530,13 +558,16 @@ class _ObjectJob:
                 p.set_instructions(insns)
             if ps.type in TRACING_TYPES and ps.attach_to and ps.section_name.split("/", 1)[-1] != ps.attach_to:
                 p.set_attach_target(ps.attach_to)
-            p.set_log(log_size, self.log_level)
+            if log_size:
+                p.set_log(log_size, self.log_level)
             loaded.append((name, p))
         # Programs the user added to the spec are not in the ELF.
         out.separate.extend(n for n in self.program_specs if n not in seen and self.wanted_program(n))
         return loaded
 
     def raise_load_error(self, err: int, progs: List[Tuple[str, _libbpf.ObjectProgram]], log_size: int) -> None:
+        if not log_size:
+            raise _LogTooSmall()
         warnings = _libbpf.warnings()
         failed = None
         for w in warnings:

@@ -27,6 +27,8 @@ BTF_MAGIC = 0xEB9F
 # KMALLOC_MAX_SIZE, is far below this on every architecture).
 MAX_NOBITS_SIZE = 1 << 30
 _BTF_HDR_SIZE = 24
+# Sections without code whose relocations libbpf reads (bpf_object__elf_collect).
+_RELOCATED_DATA = frozenset({".maps", ".struct_ops", ".struct_ops.link"})
 
 # BTF kinds (include/uapi/linux/btf.h).
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
@@ -281,13 +283,15 @@ def _check_insn_relocations(target: _elf.Section, relocs: List[_elf.Relocation])
             raise InvalidObjectError(f"invalid ELF object: relocated 64-bit load at {rel.offset} is cut off by the end of {target}")
 
 
-def check_object(data: bytes) -> None:
+def check_object(data: bytes, elf: Optional[_elf.ElfFile] = None) -> None:
     """Raise InvalidObjectError unless ``data`` is safe to give libbpf.
 
     Safe means libbpf 1.1.2's ``bpf_object__open_mem`` can neither crash nor
-    hang on it; libbpf may still refuse it with an error.
+    hang on it; libbpf may still refuse it with an error.  ``elf`` is
+    ``data`` already parsed, if the caller has it.
     """
-    elf = _elf.ElfFile(data)
+    if elf is None:
+        elf = _elf.ElfFile(data)
     shnum = len(elf.sections)
     for sym in elf.symbols:
         # libbpf checks "st_value + st_size > section size" in 64-bit
@@ -309,6 +313,8 @@ def check_object(data: bytes) -> None:
             if sec.info >= shnum:
                 raise InvalidObjectError(f"invalid ELF object: {sec} applies to section {sec.info} of {shnum}")
             target = elf.sections[sec.info]
+            if not target.flags & _elf.SHF_EXECINSTR and target.name not in _RELOCATED_DATA:
+                continue  # libbpf skips these (.rel.BTF, .rel.BTF.ext, DWARF)
             # Bounds-checks every entry's symbol index and offset.
             relocs = elf._parse_relocations(sec, target)
             if target.flags & _elf.SHF_EXECINSTR and target.type == _elf.SHT_PROGBITS:

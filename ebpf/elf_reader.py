@@ -89,9 +89,20 @@ def _read(data: bytes, obj_name: str) -> CollectionSpec:
             min_libbpf="%d.%d" % BIG_ENDIAN_MIN_LIBBPF,
             detail=f"installed libbpf is {_libbpf.version_string()}",
         )
-    check_object(data)
+    check_object(data, elf)
     with _libbpf.open_object(data, obj_name) as obj:
         return _Reader(obj, elf, data, obj_name).spec
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_btf(raw: bytes) -> BTFSpec:
+    """libbpf's own BTF of an object, whose .BTF section was validated with
+    the object: each type is still checked as it is decoded.
+
+    Types are immutable, so reading the same BTF again shares them (and
+    whatever was derived from them, such as codecs).
+    """
+    return BTFSpec.from_raw(raw, validate=False)
 
 
 def _section_of_internal_map(name: str) -> str:
@@ -108,9 +119,7 @@ class _Reader:
     def __init__(self, obj: _libbpf.BPFObject, elf: _elf.ElfFile, data: bytes, obj_name: str) -> None:
         self.elf = elf
         raw_btf = obj.btf_raw()
-        # libbpf's own BTF of the object, whose .BTF section was validated
-        # with the object: each type is still checked as it is decoded.
-        types = BTFSpec.from_raw(raw_btf, validate=False) if raw_btf is not None else None
+        types = _parse_btf(raw_btf) if raw_btf is not None else None
         self.types = types
         spec = self.spec = CollectionSpec(types=types, byte_order=elf.byteorder)
 
@@ -118,8 +127,9 @@ class _Reader:
         # object's map list; they become MapSpec.inner_map.
         map_keys: Dict[str, str] = {}
         images: Dict[str, bytes] = {}
+        definitions: Dict[str, _libbpf.MapDefinition] = {}
         for m in obj.maps():
-            d = m.definition()
+            d = definitions[m.name] = m.definition()
             key = _section_of_internal_map(d.name) if d.internal else d.name
             ms = spec.maps[key] = self.map_spec(m, d, key)
             map_keys[d.name] = key
@@ -156,7 +166,7 @@ class _Reader:
             # CO-RE and externs are libbpf's job: a program that needs them
             # loads through the object it came from even when loaded alone.
             _defer_instructions(ps, _ProgramOrigin(raw, types, spec if graph.core else None, decode))
-        spec._origin = _ObjectOrigin(data, obj_name, map_keys, references, images)
+        spec._origin = _ObjectOrigin(data, obj_name, map_keys, references, images, definitions)
 
     # -- maps ------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ sits in one private origin object per spec (``_origin``), which only
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -62,7 +61,9 @@ class MapSpec:
 
     def copy(self) -> "MapSpec":
         """A deep copy; BTF types are immutable and shared."""
-        new = dataclasses.replace(self, contents=[(k, v) for k, v in self.contents])
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.contents = [(k, v) for k, v in self.contents]
         if self.inner_map is not None:
             new.inner_map = self.inner_map.copy()
         return new
@@ -128,12 +129,11 @@ class ProgramSpec:
 
     def copy(self) -> "ProgramSpec":
         """A copy whose instructions can be edited without touching this one."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)  # the origin is immutable and shared
         insns = self.__dict__["_instructions"]
         if insns is not _FROM_ORIGIN and hasattr(insns, "copy") and not isinstance(insns, bytes):
-            insns = insns.copy()
-        new = dataclasses.replace(self, instructions=b"")
-        new.__dict__["_instructions"] = insns
-        new._origin = self._origin
+            new.__dict__["_instructions"] = insns.copy()
         return new
 
     def encoded_instructions(self) -> bytes:
@@ -303,6 +303,12 @@ class CollectionSpec:
 
 
 def _enum(cls: Any, value: Any) -> Any:
+    """``cls(value)``, or the plain int for a value newer than the enum."""
+    if type(value) is cls:
+        return value
+    member = cls._value2member_map_.get(value)
+    if member is not None:
+        return member
     try:
         return cls(value)
     except ValueError:
@@ -322,18 +328,22 @@ class _ObjectOrigin:
     map (``"core.rodata"``) to its key in ``CollectionSpec.maps``
     (``".rodata"``); ``references`` names, per program, the maps its linked
     code loads; ``images`` holds the initial image of each data section as
-    read, to tell which ones the user changed.
+    read, and ``definitions`` libbpf's definition of each map as read (an
+    ``ebpf._libbpf.MapDefinition`` by libbpf's name), to tell what the user
+    changed.
     """
 
-    __slots__ = ("elf", "object_name", "map_keys", "references", "images")
+    __slots__ = ("elf", "object_name", "map_keys", "references", "images", "definitions")
 
     def __init__(self, elf: bytes, object_name: str, map_keys: Mapping[str, str],
-                 references: Mapping[str, Tuple[str, ...]], images: Mapping[str, bytes]) -> None:
+                 references: Mapping[str, Tuple[str, ...]], images: Mapping[str, bytes],
+                 definitions: Mapping[str, Any]) -> None:
         self.elf = elf
         self.object_name = object_name
         self.map_keys = map_keys
         self.references = references
         self.images = images
+        self.definitions = definitions
 
 
 class _ProgramOrigin:

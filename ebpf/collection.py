@@ -55,11 +55,21 @@ class Variable(VariableBase):
             return self._map.memory()
         return None
 
+    def _value_bytes(self) -> Map:
+        # A section that is not memory-mappable (libbpf 1.1 makes those of
+        # sections holding only static variables so) is read and written as
+        # the map's one value: through a second handle without BTF, which
+        # takes and gives that value as bytes.
+        m = self._map
+        plain = MapSpec(m.name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
+        return Map._from_fd(m._dup(), plain)
+
     def get_bytes(self) -> bytes:
         mem = self._memory()
         if mem is not None:
             return bytes(mem[self.offset : self.offset + self.size])
-        image = self._map.lookup(0)
+        with self._value_bytes() as m:
+            image = m.lookup(0)
         return bytes(image[self.offset : self.offset + self.size])
 
     def set(self, value: Any) -> None:
@@ -71,9 +81,10 @@ class Variable(VariableBase):
         if mem is not None:
             mem[self.offset : self.offset + self.size] = raw
             return
-        image = bytearray(self._map.lookup(0))
-        image[self.offset : self.offset + self.size] = raw
-        self._map.update(0, bytes(image))
+        with self._value_bytes() as m:
+            image = bytearray(m.lookup(0))
+            image[self.offset : self.offset + self.size] = raw
+            m.update(0, bytes(image))
 
     def __repr__(self) -> str:
         return f"<Variable {self.name} in {self._map.name} +{self.offset} size {self.size}>"

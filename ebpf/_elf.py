@@ -176,6 +176,7 @@ class ElfFile:
         self._symtab: Optional[Section] = None
         self._by_name: Optional[Dict[str, Section]] = None
         self._relocs: Dict[int, List[Relocation]] = {}
+        self._rel_sections: Optional[Dict[int, List[Section]]] = None
         self._parse_header()
         self._parse_sections()
 
@@ -324,9 +325,13 @@ class ElfFile:
 
     def relocation_sections(self, section: Section) -> List[Section]:
         """The SHT_REL / SHT_RELA sections that apply to ``section``."""
-        return [
-            s for s in self.sections if s.type in (SHT_REL, SHT_RELA) and s.info == section.index
-        ]
+        if self._rel_sections is None:
+            by_target: Dict[int, List[Section]] = {}
+            for s in self.sections:
+                if s.type in (SHT_REL, SHT_RELA):
+                    by_target.setdefault(s.info, []).append(s)
+            self._rel_sections = by_target
+        return list(self._rel_sections.get(section.index, ()))
 
     def relocations(self, section: Section) -> List[Relocation]:
         """Every relocation against ``section``, in file order.

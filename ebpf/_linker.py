@@ -26,7 +26,6 @@ import struct
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from .asm import Instructions, Pseudo
-from .btf.parse import RawBTF
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._elf import ElfFile, Relocation
@@ -78,7 +77,7 @@ class Linker:
         self.maps = maps
         self.externs = externs
         self.funcs: Dict[FuncKey, _Func] = {}
-        self.by_section: Dict[str, List[_Func]] = {}
+        self.by_name: Dict[Tuple[str, str], _Func] = {}
         self.sections = {s.name: s for s in elf.sections if s.flags & _SHF_EXECINSTR}
         for sym in elf.symbols:
             if sym.type != _STT_FUNC or not 0 < sym.shndx < len(elf.sections):
@@ -88,7 +87,7 @@ class Linker:
                 continue
             f = _Func(sym.name, sec.name, sym.value, sym.size)
             self.funcs[(sec.name, sym.value)] = f
-            self.by_section.setdefault(sec.name, []).append(f)
+            self.by_name.setdefault((sec.name, sym.name), f)
         self.relocs: Dict[str, Dict[int, "Relocation"]] = {
             name: {r.offset: r for r in elf.relocations(sec)} for name, sec in self.sections.items()
         }
@@ -184,7 +183,7 @@ class Linker:
         return _Site("map", key)
 
     def _own(self, name: str, section: str, length: int) -> Tuple[int, int]:
-        me = next((f for f in self.by_section.get(section, []) if f.name == name), None)
+        me = self.by_name.get((section, name))
         return (me.start, me.size) if me is not None else (0, length)
 
     def program(self, name: str, section: str, length: int) -> ProgramGraph:
@@ -260,6 +259,12 @@ class Linker:
             return Instructions.decode(raw, self.order), raw
 
 
+def _btf_strings(btf: bytes, e: str) -> bytes:
+    """The string section of a raw BTF blob (validated with the object)."""
+    hdr_len, _type_off, _type_len, str_off, str_len = struct.unpack_from(e + "4xIIIII", btf)
+    return btf[hdr_len + str_off : hdr_len + str_off + str_len]
+
+
 def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
     """Section name -> byte offsets of instructions with CO-RE relocations
     (from ``.BTF.ext``); empty when there are none or it cannot be read."""
@@ -267,7 +272,6 @@ def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
     if ext is None or btf is None:
         return {}
     try:
-        strings = RawBTF(btf.data)
         data = ext.data
         e = "<" if elf.byteorder == "little" else ">"
         hdr_len = struct.unpack_from(e + "I", data, 4)[0]
@@ -279,11 +283,12 @@ def _core_relo_offsets(elf: "ElfFile") -> Dict[str, List[int]]:
             return {}
         rec_size = struct.unpack_from(e + "I", data, pos)[0]
         pos += 4
+        strings = _btf_strings(btf.data, e)
         out: Dict[str, List[int]] = {}
         while pos + 8 <= end and rec_size >= 4:
             name_off, count = struct.unpack_from(e + "II", data, pos)
             pos += 8
-            name = strings.string(name_off)
+            name = strings[name_off:strings.index(b"\0", name_off)].decode()
             out.setdefault(name, []).extend(
                 struct.unpack_from(e + "I", data, pos + i * rec_size)[0] for i in range(count))
             pos += count * rec_size

@@ -700,7 +700,21 @@ def _kernel_types_file(kernel_types: Any) -> Optional[str]:
         data = bytes(kernel_types)
     else:
         data = bytes(kernel_types.raw)
-    return _validated_file(data)
+    own = _kernel_btf_path(data)
+    return own if own is not None else _validated_file(data)
+
+
+def _kernel_btf_path(data: bytes) -> Optional[str]:
+    """The kernel's own BTF file, if ``data`` is exactly its content (as
+    from ``btf.load_kernel_spec()``): nothing to check then."""
+    path = os.path.join(_KERNEL_BTF_DIR, "vmlinux")
+    try:
+        if os.path.getsize(path) != len(data):
+            return None
+        with open(path, "rb") as f:
+            return path if f.read() == data else None
+    except OSError:
+        return None
 
 
 # sha256 of checked BTF -> the private file libbpf reads it from.  libbpf

@@ -13,10 +13,12 @@ maps, which maps each program uses) goes into the specs' private origins.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import re
 import sys
+import threading
 from typing import BinaryIO, Dict, Iterable, List, Tuple, Union
 
 from . import _elf, _libbpf, sections
@@ -51,7 +53,51 @@ def load_collection_spec(source: Source) -> CollectionSpec:
     (e.g. big-endian on libbpf < 1.5) raises :class:`NotSupportedError`.
     """
     data, filename = _read_source(source)
-    return _read(data, _object_name(filename))
+    return _templates.spec(data, _object_name(filename))
+
+
+class _Templates:
+    """Specs already read, by their exact bytes: reading the same object
+    again hands out a copy instead of parsing it again.
+
+    Specs are data and a copy is deep (editing it never touches the
+    template, which is never handed out), so the result is the same as a
+    fresh read.  Bounded by count and by the bytes kept.
+    """
+
+    MAX_COUNT = 16
+    MAX_BYTES = 64 << 20
+
+    def __init__(self) -> None:
+        self._specs: "collections.OrderedDict[Tuple[bytes, str], CollectionSpec]" = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def spec(self, data: bytes, obj_name: str) -> CollectionSpec:
+        key = (data, obj_name)
+        with self._lock:
+            template = self._specs.get(key)
+            if template is not None:
+                self._specs.move_to_end(key)
+        if template is None:
+            template = _read(data, obj_name)
+            if len(data) <= self.MAX_BYTES // 4:
+                with self._lock:
+                    if key not in self._specs:
+                        self._specs[key] = template
+                        self._bytes += len(data)
+                    while len(self._specs) > self.MAX_COUNT or self._bytes > self.MAX_BYTES:
+                        (old, _), _ = self._specs.popitem(last=False)
+                        self._bytes -= len(old)
+        return template.copy()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._specs.clear()
+            self._bytes = 0
+
+
+_templates = _Templates()
 
 
 def _read_source(source: Source) -> Tuple[bytes, str]:

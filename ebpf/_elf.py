@@ -125,7 +125,7 @@ class Section:
 class Symbol(NamedTuple):
     """One entry of the symbol table."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as the field always did
     name: str
     value: int
     size: int

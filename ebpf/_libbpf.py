@@ -814,26 +814,20 @@ class ObjectMap:
         inner = lib.bpf_map__inner_map(self._m)
         return ObjectMap(inner, self._obj) if inner else None
 
-    def set_type(self, value: int) -> None:
-        lib.bpf_map__set_type(self._m, value)
+    # MapDefinition field -> libbpf's setter of it.
+    SETTERS = {
+        "type": "bpf_map__set_type",
+        "key_size": "bpf_map__set_key_size",
+        "value_size": "bpf_map__set_value_size",
+        "max_entries": "bpf_map__set_max_entries",
+        "flags": "bpf_map__set_map_flags",
+        "numa_node": "bpf_map__set_numa_node",
+        "map_extra": "bpf_map__set_map_extra",
+    }
 
-    def set_key_size(self, value: int) -> None:
-        lib.bpf_map__set_key_size(self._m, value)
-
-    def set_value_size(self, value: int) -> None:
-        lib.bpf_map__set_value_size(self._m, value)
-
-    def set_max_entries(self, value: int) -> None:
-        lib.bpf_map__set_max_entries(self._m, value)
-
-    def set_flags(self, value: int) -> None:
-        lib.bpf_map__set_map_flags(self._m, value)
-
-    def set_numa_node(self, value: int) -> None:
-        lib.bpf_map__set_numa_node(self._m, value)
-
-    def set_map_extra(self, value: int) -> None:
-        lib.bpf_map__set_map_extra(self._m, value)
+    def set(self, field: str, value: int) -> None:
+        """Change one field of the definition (a key of :attr:`SETTERS`)."""
+        getattr(lib, self.SETTERS[field])(self._m, value)
 
     def set_initial_value(self, image: bytes) -> None:
         buf = self._obj._keep_buffer(image)

@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
 from . import _elf, _libbpf, features
 from ._fd import check_pin_path, open_pinned
@@ -34,7 +34,7 @@ from .errors import EBPFError, InvalidObjectError, KeyNotExistError, NotSupporte
 from .info import map_info
 from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
 from .names import object_name
-from .spec import CollectionSpec, MapSpec, ProgramSpec, _decoded
+from .spec import CollectionSpec, MapSpec, ProgramSpec, _decoded, _ObjectOrigin
 from .types import MapType, PinType, ProgramType
 
 __all__ = [
@@ -364,8 +364,8 @@ class _ObjectJob:
                  replacements: Dict[str, Map], pin_path: Optional[str], log_level: int,
                  program_specs: Optional[Mapping[str, ProgramSpec]]) -> None:
         self.spec = spec
-        self.origin = spec._origin
-        assert self.origin is not None
+        assert spec._origin is not None
+        self.origin: _ObjectOrigin = spec._origin
         self.only_programs = programs
         self.only_maps = maps
         self.replacements = replacements
@@ -428,7 +428,7 @@ class _ObjectJob:
                     # libbpf 1.1 fills ELF-initialised prog array slots even
                     # for maps it did not create (and fails with EBADF); it
                     # skips maps of other types, so retype the unused map.
-                    m.set_type(int(MapType.ARRAY))
+                    m.set("type", int(MapType.ARRAY))
             else:
                 same = self.apply_map(m, d, key, ms, temp_fds)
                 created.append((key, m, d if same else None))
@@ -440,27 +440,11 @@ class _ObjectJob:
         stays ``d`` through the load (nothing set, no fd reused, no size
         that libbpf adjusts at load)."""
         same = d.type not in _ADJUSTED_AT_LOAD
-        if int(ms.type) != d.type:
-            m.set_type(int(ms.type))
-            same = False
-        if ms.key_size != d.key_size:
-            m.set_key_size(ms.key_size)
-            same = False
-        if ms.value_size != d.value_size:
-            m.set_value_size(ms.value_size)
-            same = False
-        if ms.max_entries != d.max_entries:
-            m.set_max_entries(ms.max_entries)
-            same = False
-        if ms.flags != d.flags:
-            m.set_flags(ms.flags)
-            same = False
-        if ms.numa_node != d.numa_node:
-            m.set_numa_node(ms.numa_node)
-            same = False
-        if ms.map_extra != d.map_extra:
-            m.set_map_extra(ms.map_extra)
-            same = False
+        for field in _libbpf.ObjectMap.SETTERS:
+            want = int(getattr(ms, field))
+            if want != getattr(d, field):
+                m.set(field, want)
+                same = False
         if d.internal and ms.contents:
             self.apply_image(m, key, ms)
         if ms.type in MAP_IN_MAP_TYPES and ms.inner_map is not None:
@@ -517,7 +501,7 @@ class _ObjectJob:
             d = m.definition()
         ms = self.spec.maps[key]
         created = MapSpec(
-            name=ms.name, type=d.type, key_size=d.key_size, value_size=d.value_size, max_entries=d.max_entries,
+            name=ms.name, type=cast(MapType, d.type), key_size=d.key_size, value_size=d.value_size, max_entries=d.max_entries,
             flags=d.flags, pinning=ms.pinning, inner_map=ms.inner_map.copy() if ms.inner_map is not None else None,
             key=ms.key, value=ms.value, numa_node=d.numa_node, map_extra=d.map_extra,
         )
@@ -651,7 +635,7 @@ def _as_read(m: _libbpf.ObjectMap) -> MapSpec:
     """An inner map template as the ELF defines it."""
     d = m.definition()
     inner = m.inner_map()
-    return MapSpec(d.name, d.type, d.key_size, d.value_size, d.max_entries, d.flags,
+    return MapSpec(d.name, cast(MapType, d.type), d.key_size, d.value_size, d.max_entries, d.flags,
                    PinType.BY_NAME if d.pinned else PinType.NONE, _as_read(inner) if inner is not None else None,
                    numa_node=d.numa_node, map_extra=d.map_extra)
 

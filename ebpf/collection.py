@@ -334,9 +334,9 @@ def _wanted(objs: Any) -> Dict[str, Tuple[str, type, bool]]:
                     name = meta
         optional = False
         if typing.get_origin(hint) in _UNION_ORIGINS:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            optional = len(args) < len(typing.get_args(hint))
-            hint = args[0] if len(args) == 1 else hint
+            members = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = len(members) < len(typing.get_args(hint))
+            hint = members[0] if len(members) == 1 else hint
         if hint in (Map, Program):
             out[attr] = (name, hint, optional)
     if not out:
@@ -349,8 +349,7 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
     wanted = _wanted(objs)
     absent = set()
     for attr, (n, t, optional) in wanted.items():
-        pool = spec.programs if t is Program else spec.maps
-        if n not in pool:
+        if n not in (spec.programs if t is Program else spec.maps):
             if not optional:
                 raise KeyError(f"{'program' if t is Program else 'map'} {n!r} is not in the spec")
             absent.add(attr)

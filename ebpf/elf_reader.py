@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import threading
-from typing import BinaryIO, Dict, Iterable, List, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, List, Tuple, Union, cast
 
 from . import _elf, _libbpf, sections
 from ._linker import Linker
@@ -35,7 +35,7 @@ from .spec import (
     _ObjectOrigin,
     _ProgramOrigin,
 )
-from .types import PinType, ProgramType
+from .types import AttachType, MapType, PinType, ProgramType
 
 __all__ = ["load_collection_spec", "BIG_ENDIAN_MIN_LIBBPF"]
 
@@ -198,8 +198,8 @@ class _Reader:
             raw = p.instructions()
             ps = spec.programs[name] = ProgramSpec(
                 name=name,
-                type=ptype,
-                attach_type=atype,
+                type=cast(ProgramType, ptype),  # an int for types newer than the enum
+                attach_type=cast(AttachType, atype),
                 attach_to=sections.attach_to(section),
                 section_name=section,
                 license=license,
@@ -220,7 +220,7 @@ class _Reader:
         types = self.types
         spec = MapSpec(
             name=name,
-            type=d.type,
+            type=cast(MapType, d.type),
             key_size=d.key_size,
             value_size=d.value_size,
             max_entries=d.max_entries,
@@ -269,10 +269,12 @@ class _Reader:
             datasec = self.types.type_by_name(".maps", Datasec)
         except KeyError:
             return
+        if not isinstance(datasec, Datasec):
+            return
         for vsi in datasec.vars:
             var = vsi.type
             ms = self.spec.maps.get(var.name)
-            struct = underlying(var.type)
+            struct = underlying(getattr(var, "type", var))
             if ms is None or not isinstance(struct, Struct) or not struct.members:
                 continue
             values = struct.members[-1]
@@ -299,7 +301,7 @@ class _Reader:
         kversion = 0
         ver = self.elf.section_by_name("version")
         if ver is not None and len(ver.data) == 4:
-            kversion = int.from_bytes(ver.data, self.elf.byteorder)
+            kversion = int.from_bytes(ver.data, "little" if self.elf.byteorder == "little" else "big")
         return license, kversion
 
     def add_variables(self, data_sections: Iterable[str]) -> None:

@@ -59,7 +59,7 @@ class Program(FDOwner):
     ) -> None:
         fd, log = _loader.load_program(spec, maps or {}, log_level, log_size, kernel_types)
         self._setup(fd, spec.name, spec.type, spec.attach_type, log)
-        self._spec = spec.copy()
+        self._spec: Optional[ProgramSpec] = spec.copy()
 
     @classmethod
     def _from_fd(cls, fd: int, name: Optional[str] = None, ptype: Any = None, attach_type: Any = AttachType.NONE, log: str = "") -> "Program":

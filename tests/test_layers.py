@@ -221,6 +221,26 @@ def test_instructions_decode_on_first_use_only():
     assert ps != copy
 
 
+def test_reading_again_gives_an_equal_independent_spec():
+    """The reader hands out copies of what it read before: edits to one
+    spec never show in the next read, which equals a fresh parse."""
+    from ebpf import elf_reader
+
+    path = fixture_path("subprog.o")
+    first = ebpf.load_collection_spec(path)
+    first.variables["factor"].set(9)
+    first.maps["results"].max_entries = 99
+    first.programs["uses_loop"].instructions.insert(0, ebpf.asm.mov_imm(ebpf.asm.R0, 0))
+    again = ebpf.load_collection_spec(path)
+    assert again.variables["factor"].get() == 3 and again.maps["results"].max_entries == 4
+    assert again != first
+    elf_reader._templates.clear()
+    fresh = ebpf.load_collection_spec(path)
+    assert fresh == again and fresh.types is not None
+    core = ebpf.load_collection_spec(fixture_path("core_read.o"))
+    assert core.programs["read_tgid"]._origin.collection is core  # not the reader's template
+
+
 @kernel
 def test_loading_unchanged_programs_decodes_nothing():
     spec = ebpf.load_collection_spec(fixture_path("subprog.o"))

@@ -19,12 +19,12 @@ import os
 import re
 import sys
 import threading
-from typing import BinaryIO, Dict, Iterable, List, Tuple, Union, cast
+from typing import BinaryIO, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 from . import _elf, _libbpf, sections
 from ._linker import Linker
 from ._validate import check_object
-from .btf import Datasec, Spec as BTFSpec, Struct, underlying
+from .btf import Datasec, Spec as BTFSpec, Struct, Type as BTFType, underlying
 from .errors import InvalidObjectError, NotSupportedError
 from .spec import (
     CollectionSpec,
@@ -61,7 +61,9 @@ class _Templates:
     again hands out a copy instead of parsing it again.
 
     Specs are data and a copy is deep (editing it never touches the
-    template, which is never handed out), so the result is the same as a
+    template, which is never handed out), and its BTF types are decoded
+    afresh (a type object belongs to one read: classes are bound to type
+    objects, see ``btf.codec.bind_class``), so the result is that of a
     fresh read.  Bounded by count and by the bytes kept.
     """
 
@@ -89,7 +91,7 @@ class _Templates:
                     while len(self._specs) > self.MAX_COUNT or self._bytes > self.MAX_BYTES:
                         (old, _), _ = self._specs.popitem(last=False)
                         self._bytes -= len(old)
-        return template.copy()
+        return _instance(template)
 
     def clear(self) -> None:
         with self._lock:
@@ -98,6 +100,32 @@ class _Templates:
 
 
 _templates = _Templates()
+
+
+def _instance(template: CollectionSpec) -> CollectionSpec:
+    """A copy of ``template`` with BTF types of its own."""
+    spec = template.copy()
+    shared = template.types
+    if shared is None:
+        return spec
+    types = spec.types = shared.copy()
+
+    def own(t: Optional[BTFType]) -> Optional[BTFType]:
+        return types.type_by_id(shared.type_id(t)) if t is not None else None
+
+    def own_map(ms: Optional[MapSpec]) -> None:
+        while ms is not None:
+            ms.key, ms.value = own(ms.key), own(ms.value)
+            ms = ms.inner_map
+
+    for ms in spec.maps.values():
+        own_map(ms)
+    for vs in spec.variables.values():
+        vs.type = own(vs.type)
+    for ps in spec.programs.values():
+        if ps._origin is not None:
+            ps._origin = ps._origin.with_btf(types)
+    return spec
 
 
 def _read_source(source: Source) -> Tuple[bytes, str]:
@@ -140,14 +168,15 @@ def _read(data: bytes, obj_name: str) -> CollectionSpec:
         return _Reader(obj, elf, data, obj_name).spec
 
 
-@functools.lru_cache(maxsize=16)
 def _parse_btf(raw: bytes) -> BTFSpec:
     """libbpf's own BTF of an object, whose .BTF section was validated with
-    the object: each type is still checked as it is decoded.
+    the object: each type is still checked as it is decoded.  The same
+    bytes again share the parsed blob, not the type objects."""
+    return _parsed_btf(raw).copy()
 
-    Types are immutable, so reading the same BTF again shares them (and
-    whatever was derived from them, such as codecs).
-    """
+
+@functools.lru_cache(maxsize=16)
+def _parsed_btf(raw: bytes) -> BTFSpec:
     return BTFSpec.from_raw(raw, validate=False)
 
 

@@ -30,10 +30,10 @@ from typing import (TYPE_CHECKING, Any, BinaryIO, ClassVar, Dict, List, Mapping,
 from .btf import types as T
 from .btf.codec import StructValue, bind_class, codec_for, fields
 from .collection import Variable
+from .elf_reader import load_collection_spec
 from .errors import InvalidObjectError
 from .maps import Map
 from .programs import Program
-from .elf_reader import load_collection_spec
 from .spec import CollectionSpec, MapSpec
 from .typed import ReadOnlyVariable, TypedMap, TypedVariable
 from .types import MapType

@@ -383,6 +383,11 @@ class _ProgramOrigin:
         new._linked = self._linked
         return new
 
+    def with_btf(self, btf: Any) -> "_ProgramOrigin":
+        new = _ProgramOrigin(self.raw, btf, self.collection, self._decode)
+        new._linked = self._linked
+        return new
+
 
 def _decoded(ps: ProgramSpec) -> bool:
     """Whether ``ps.instructions`` was ever read or set (else it is exactly

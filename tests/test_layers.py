@@ -234,6 +234,12 @@ def test_reading_again_gives_an_equal_independent_spec():
     again = ebpf.load_collection_spec(path)
     assert again.variables["factor"].get() == 3 and again.maps["results"].max_entries == 4
     assert again != first
+    # Types belong to one read (classes bind to type objects), equal across reads.
+    assert again.types is not first.types
+    k1, k2 = first.maps["results"].key, again.maps["results"].key
+    assert k1 is not k2 and (k1.name, k1.id) == (k2.name, k2.id)
+    assert again.variables["factor"].type is not first.variables["factor"].type
+    assert again.types.type_by_id(k2.id) is k2
     elf_reader._templates.clear()
     fresh = ebpf.load_collection_spec(path)
     assert fresh == again and fresh.types is not None

@@ -214,6 +214,7 @@ def import_time(runs: int) -> float:
     in fresh interpreters: the sum of the top-level entries."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure imports from bytecode, as installed
     code = "import ebpf, ebpf.link"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)  # warm __pycache__
     totals = []

@@ -36,7 +36,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .errors import EBPFError, NotSupportedError, PermissionDeniedError, ENOTSUPP
 
@@ -750,21 +750,35 @@ char_array = c_char
 # every buffer it hands libbpf alive until it is closed.
 
 
-class MapDefinition(NamedTuple):
-    """What libbpf made of one map definition of an opened object."""
+# Plain slotted classes rather than NamedTuples: defining a NamedTuple costs
+# more at import than all its instances at run time.
 
-    name: str
-    type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    flags: int
-    numa_node: int
-    map_extra: int
-    pinned: bool  # LIBBPF_PIN_BY_NAME (libbpf gave it a pin path)
-    internal: bool  # a data section (.data, .rodata, .bss, .kconfig)
-    btf_key_type_id: int
-    btf_value_type_id: int
+
+class MapDefinition:
+    """What libbpf made of one map definition of an opened object.
+
+    ``pinned``: LIBBPF_PIN_BY_NAME (libbpf gave it a pin path);
+    ``internal``: a data section (.data, .rodata, .bss, .kconfig).
+    """
+
+    __slots__ = ("name", "type", "key_size", "value_size", "max_entries", "flags", "numa_node", "map_extra",
+                 "pinned", "internal", "btf_key_type_id", "btf_value_type_id")
+
+    def __init__(self, name: str, type: int, key_size: int, value_size: int, max_entries: int, flags: int,
+                 numa_node: int, map_extra: int, pinned: bool, internal: bool, btf_key_type_id: int,
+                 btf_value_type_id: int) -> None:
+        self.name = name
+        self.type = type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.flags = flags
+        self.numa_node = numa_node
+        self.map_extra = map_extra
+        self.pinned = pinned
+        self.internal = internal
+        self.btf_key_type_id = btf_key_type_id
+        self.btf_value_type_id = btf_value_type_id
 
 
 class ObjectMap:
@@ -1011,13 +1025,17 @@ def open_object(data: bytes, name: str, btf_custom_path: Optional[str] = None) -
     return BPFObject(obj, [buf])
 
 
-class ProgLoad(NamedTuple):
-    """Outcome of :func:`prog_load`: an fd, or the errno and the verifier's log."""
+class ProgLoad:
+    """Outcome of :func:`prog_load`: an fd (-1 on failure), or the errno and
+    the verifier's log; ``log_full``: the log filled its buffer."""
 
-    fd: int  # -1 on failure
-    errno: int
-    log: str
-    log_full: bool  # the log filled its buffer
+    __slots__ = ("fd", "errno", "log", "log_full")
+
+    def __init__(self, fd: int, errno: int, log: str, log_full: bool) -> None:
+        self.fd = fd
+        self.errno = errno
+        self.log = log
+        self.log_full = log_full
 
 
 def prog_load(
@@ -1081,15 +1099,21 @@ def prog_fd_by_id(prog_id: int) -> int:
     return int(lib.bpf_prog_get_fd_by_id(prog_id))
 
 
-class TestRun(NamedTuple):
-    """Outcome of :func:`prog_test_run`."""
+class TestRun:
+    """Outcome of :func:`prog_test_run`: ``errno`` 0 on success;
+    ``data_size_out`` is what the kernel wanted to write (on ENOSPC, more
+    than ``data_out_size``)."""
 
-    errno: int  # 0 on success
-    retval: int
-    data: bytes
-    ctx: Optional[bytes]
-    duration_ns: int
-    data_size_out: int  # what the kernel wanted to write (ENOSPC: more than data_out_size)
+    __slots__ = ("errno", "retval", "data", "ctx", "duration_ns", "data_size_out")
+
+    def __init__(self, errno: int, retval: int, data: bytes, ctx: Optional[bytes], duration_ns: int,
+                 data_size_out: int) -> None:
+        self.errno = errno
+        self.retval = retval
+        self.data = data
+        self.ctx = ctx
+        self.duration_ns = duration_ns
+        self.data_size_out = data_size_out
 
 
 def prog_test_run(fd: int, data: bytes, ctx: Optional[bytes], data_out_size: int, repeat: int, flags: int,

@@ -39,7 +39,7 @@ from .types import MapType, PinType, ProgramType
 
 __all__ = [
     "LOG_SIZE_MIN", "LOG_SIZE_MAX", "TRACING_TYPES", "ObjectLoad", "load_object", "load_program", "load_own",
-    "load_error", "verifier_error", "references", "elf_of", "elf_map_name", "fill_contents", "pin_file",
+    "load_error", "verifier_error", "references", "elf_maps", "elf_of", "elf_map_name", "fill_contents", "pin_file",
 ]
 
 # Smallest and largest verifier log buffers tried.  The kernel caps the
@@ -67,6 +67,12 @@ def references(spec: CollectionSpec, program: str) -> Tuple[str, ...]:
     """The maps the linked code of ``program`` (read from ELF) loads."""
     origin = spec._origin
     return tuple(origin.references.get(program, ())) if origin is not None else ()
+
+
+def elf_maps(spec: CollectionSpec) -> Optional[Set[str]]:
+    """The keys of the maps ``spec``'s ELF defines, or None for a spec built
+    by hand (maps added to a spec after reading are not among them)."""
+    return set(spec._origin.map_keys.values()) if spec._origin is not None else None
 
 
 def elf_of(spec: CollectionSpec) -> Optional[_elf.ElfFile]:

@@ -203,11 +203,11 @@ class _Load:
 
     def run(self) -> None:
         spec, coll = self.spec, self.coll
-        elf_maps: Set[str] = set()
-        if spec._origin is not None:
+        elf_maps = _loader.elf_maps(spec)
+        if elf_maps is not None:
             separate = self.load_object()
-            elf_maps = set(spec._origin.map_keys.values())
-        else:
+        else:  # built by hand: every program on its own
+            elf_maps = set()
             separate = [n for n in spec.programs if self.wanted_program(n)]
         # Maps the user added to the spec after reading the ELF.
         for key, ms in spec.maps.items():

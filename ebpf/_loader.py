@@ -133,12 +133,12 @@ def load_error(ps: ProgramSpec, err: int, log: str, truncated: bool, warnings: S
         return exc
     if by_kernel and err == errno.EINVAL:
         features.have_program_type(ps.type)  # raises NotSupportedError for unknown types
-    return _libbpf.errno_error(err, f"loading program {ps.name}" + _hint(warnings))
+    return _libbpf.errno_error(err, f"loading program {ps.name}" + _hint(warnings), warnings)
 
 
 def _hint(warnings: Sequence[str]) -> str:
     # errno_error appends the last warning itself.
-    hint = "; ".join(w for w in warnings[-3:] if w != _libbpf.last_warning())
+    hint = "; ".join(warnings[-3:-1])
     return f": {hint}" if hint else ""
 
 
@@ -577,8 +577,7 @@ class _ObjectJob:
                 if log_size < LOG_SIZE_MAX:
                     raise _LogTooSmall()
             raise load_error(self.program_specs[failed], err, text, full, warnings, by_kernel=False)
-        hint = "; ".join(warnings[-3:])
-        raise _libbpf.errno_error(err, "loading collection" + (f": {hint}" if hint and hint not in _libbpf.last_warning() else ""))
+        raise _libbpf.errno_error(err, "loading collection" + _hint(warnings), warnings)
 
 
 def fill_contents(spec: CollectionSpec, maps: Mapping[str, Map], objects: Mapping[str, Any], skip: Set[str]) -> None:

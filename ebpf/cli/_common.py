@@ -96,7 +96,7 @@ def read_object(arg: str) -> Tuple[bytes, str]:
 
 def load_spec(arg: str) -> Tuple[Any, str]:
     """(CollectionSpec, label) of the object ``arg``."""
-    from ..spec import load_collection_spec
+    from ..elf_reader import load_collection_spec
 
     data, label = read_object(arg)
     return load_collection_spec(data), label

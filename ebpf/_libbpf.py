@@ -1227,6 +1227,10 @@ def link_get_fd_by_id(link_id: int) -> int:
     return int(lib.bpf_link_get_fd_by_id(link_id))
 
 
+def prog_get_fd_by_id(prog_id: int) -> int:
+    return int(lib.bpf_prog_get_fd_by_id(prog_id))
+
+
 def btf_get_fd_by_id(btf_id: int) -> int:
     return int(lib.bpf_btf_get_fd_by_id(btf_id))
 
@@ -1325,10 +1329,14 @@ def find_vmlinux_btf_id(name: str, attach_type: int) -> int:
 
 def prog_load_probe(prog_type: int, insns: bytes, *, expected_attach_type: int = 0, attach_btf_id: int = 0,
                     log_size: int = 4096) -> Tuple[int, str]:
-    """Load ``insns`` as a GPL program, verifier log on: (fd or -errno, log)."""
-    log_buf = ctypes.create_string_buffer(log_size)
-    opts = bpf_prog_load_opts(expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id, log_level=1,
-                              log_size=log_size, log_buf=ctypes.addressof(log_buf))
+    """Load ``insns`` as a GPL program, verifier log on: (fd or -errno, log).
+
+    ``log_size=0`` loads without a log (a long program's log may not fit,
+    which fails the load with ENOSPC)."""
+    log_buf = ctypes.create_string_buffer(max(log_size, 1))
+    opts = bpf_prog_load_opts(expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id,
+                              log_level=1 if log_size else 0, log_size=log_size,
+                              log_buf=ctypes.addressof(log_buf) if log_size else None)
     fd = int(lib.bpf_prog_load(prog_type, None, b"GPL", insns, len(insns) // 8, ctypes.byref(opts)))
     return fd, log_buf.value.decode(errors="replace")
 

@@ -9,15 +9,17 @@ callers and tests can skip on the exception.
 from __future__ import annotations
 
 import copy
+import ctypes
 import errno
 import functools
 import os
-from typing import Optional, Union
+import struct
+from typing import Callable, Dict, Optional, Tuple, Union
 
-from . import _libbpf
+from . import _libbpf, _syscall
 from ._privilege import bpf_privileged, load_refusal
-from .errors import EBPFError, KernelPolicyError, NotSupportedError, PermissionDeniedError
-from .types import AttachType, MapType, ProgramType
+from .errors import ENOTSUPP, EBPFError, KernelPolicyError, NotSupportedError, PermissionDeniedError
+from .types import AttachType, MapFlags, MapType, ProgramType
 
 __all__ = [
     "have_map_type",
@@ -27,6 +29,13 @@ __all__ = [
     "have_batch_api",
     "have_tracing_programs",
     "have_iterator",
+    "have_bounded_loops",
+    "have_large_instructions",
+    "have_v2_isa",
+    "have_v3_isa",
+    "have_v4_isa",
+    "have_map_flag",
+    "have_link_type",
 ]
 
 # First kernel version with each type, for the error message.
@@ -320,3 +329,242 @@ def have_iterator(target: str) -> bool:
     PermissionDeniedError without CAP_BPF/CAP_SYS_ADMIN.
     """
     return _raise(_probe_iterator(target))
+
+
+
+# --------------------------------------------------------------------------
+# Instruction set and verifier limits (cilium's HaveBoundedLoops,
+# HaveLargeInstructions, HaveV2ISA/V3ISA/V4ISA): a socket filter that needs
+# the feature, loaded.  The verifier refuses what the kernel lacks.
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
+
+
+_EXIT = _insn(0x95)
+_MISC: Dict[str, Tuple[str, str, bytes]] = {
+    # name: (what, first kernel, program)
+    "bounded_loops": ("bounded loops", "5.3",
+                      _insn(0xB7, imm=10) + _insn(0x17, imm=1) + _insn(0x55, off=-2) + _EXIT),  # r0 -= 1 until 0
+    "large_instructions": ("programs over 4096 instructions", "5.2",
+                           _insn(0xB7, imm=1) * 4096 + _EXIT),
+    "v2_isa": ("the v2 instruction set (BPF_JLT and friends)", "4.14",
+               _insn(0xB7) + _insn(0xA5, off=1) + _insn(0xB7, imm=1) + _EXIT),  # if r0 < 0
+    "v3_isa": ("the v3 instruction set (32-bit jumps, BPF_JMP32)", "5.1",
+               _insn(0xB7) + _insn(0xA6, off=1) + _insn(0xB7, imm=1) + _EXIT),  # if w0 < 0
+    "v4_isa": ("the v4 instruction set (sign extension, gotol, bswap, sdiv)", "6.6",
+               _insn(0xB7) + _insn(0x15, off=1, imm=1) + _insn(0x06, imm=1) + _insn(0xB7, imm=1) + _EXIT),  # gotol
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_misc(name: str) -> Optional[EBPFError]:
+    what, since, insns = _MISC[name]
+    # Without a log first: the log of a long program may not fit (ENOSPC).
+    fd, log = _libbpf.prog_load_probe(int(ProgramType.SOCKET_FILTER), insns, log_size=0)
+    if fd < 0:  # again with the log, to say why
+        fd, log = _libbpf.prog_load_probe(int(ProgramType.SOCKET_FILTER), insns, log_size=64 * 1024)
+    if fd >= 0:
+        os.close(fd)
+        return None
+    # Without CAP_BPF the verifier is stricter (no back-edges, 4096
+    # instructions): its refusal then says nothing about the kernel.
+    refused = _unprivileged(what) or load_refusal(f"probe for {what}", ProgramType.SOCKET_FILTER, -fd, log)
+    if refused is not None:
+        return refused
+    last = log.strip().splitlines()[-1] if log.strip() else os.strerror(-fd)
+    return NotSupportedError(what, min_kernel=since, errno=-fd, detail=last)
+
+
+def have_bounded_loops() -> bool:
+    """Whether the verifier accepts loops it can prove end (5.3+)."""
+    return _raise(_probe_misc("bounded_loops"))
+
+
+def have_large_instructions() -> bool:
+    """Whether programs may be longer than 4096 instructions (the limit is
+    a million, and a million verified instructions, since 5.2)."""
+    return _raise(_probe_misc("large_instructions"))
+
+
+def have_v2_isa() -> bool:
+    """Whether the kernel knows the v2 instructions (``BPF_JLT``,
+    ``BPF_JLE``, ``BPF_JSLT``, ``BPF_JSLE``; 4.14+): clang's ``-mcpu=v2``."""
+    return _raise(_probe_misc("v2_isa"))
+
+
+def have_v3_isa() -> bool:
+    """Whether the kernel knows the v3 instructions (``BPF_JMP32``, 32-bit
+    atomics; 5.1+): clang's ``-mcpu=v3``."""
+    return _raise(_probe_misc("v3_isa"))
+
+
+def have_v4_isa() -> bool:
+    """Whether the kernel knows the v4 instructions (sign-extending loads and
+    moves, ``gotol``, unconditional byte swaps, signed division; 6.6+):
+    clang's ``-mcpu=v4``."""
+    return _raise(_probe_misc("v4_isa"))
+
+
+# --------------------------------------------------------------------------
+# Map flags (cilium's HaveMapFlag): a small map of a type the flag applies
+# to, created with it.  The kernel answers EINVAL for a flag it does not know.
+
+_FLAG_PROBES: Dict[int, Tuple[int, int, int, int, int, str]] = {
+    # flag: (map type, key size, value size, max entries, flags besides it, first kernel)
+    MapFlags.NO_PREALLOC: (MapType.HASH, 4, 4, 1, 0, "4.6"),
+    MapFlags.NO_COMMON_LRU: (MapType.LRU_HASH, 4, 4, 1, 0, "4.10"),
+    MapFlags.NUMA_NODE: (MapType.HASH, 4, 4, 1, 0, "4.14"),
+    MapFlags.RDONLY: (MapType.ARRAY, 4, 4, 1, 0, "4.15"),
+    MapFlags.WRONLY: (MapType.ARRAY, 4, 4, 1, 0, "4.15"),
+    MapFlags.ZERO_SEED: (MapType.HASH, 4, 4, 1, 0, "5.0"),
+    MapFlags.RDONLY_PROG: (MapType.ARRAY, 4, 4, 1, 0, "5.2"),
+    MapFlags.WRONLY_PROG: (MapType.ARRAY, 4, 4, 1, 0, "5.2"),
+    MapFlags.MMAPABLE: (MapType.ARRAY, 4, 4, 1, 0, "5.5"),
+    MapFlags.PRESERVE_ELEMS: (MapType.PERF_EVENT_ARRAY, 4, 4, 1, 0, "5.10"),
+    MapFlags.INNER_MAP: (MapType.ARRAY, 4, 4, 1, 0, "5.10"),
+    MapFlags.SEGV_ON_FAULT: (MapType.ARENA, 0, 0, 1, MapFlags.MMAPABLE, "6.9"),
+    MapFlags.NO_USER_CONV: (MapType.ARENA, 0, 0, 1, MapFlags.MMAPABLE, "6.9"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_map_flag(flag: int) -> Optional[EBPFError]:
+    name = MapFlags(flag).name
+    what = f"map flag {name}"
+    mtype, key, value, entries, extra, since = _FLAG_PROBES[flag]
+    base = _probe_map(int(mtype))  # ARENA flags need arena maps first
+    if base is not None:
+        return base if isinstance(base, PermissionDeniedError) else NotSupportedError(
+            what, min_kernel=since, detail=f"the kernel has no {MapType(mtype).name} maps it applies to")
+    try:
+        fd = _libbpf.map_create_probe(int(mtype), key, value, entries, flag | int(extra))
+    except EBPFError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return _unprivileged(what) or NotSupportedError(what, min_kernel=since, errno=exc.errno,
+                                                            detail="refused with EPERM")
+        return NotSupportedError(what, min_kernel=since, errno=exc.errno)
+    os.close(fd)
+    return None
+
+
+def have_map_flag(flag: Union[MapFlags, int]) -> bool:
+    """Whether maps can be created with ``BPF_F_*`` flag ``flag``
+    (cilium's ``HaveMapFlag``); NotSupportedError if not.
+
+    The flag is tried on a map type it applies to (``NO_PREALLOC`` on a
+    hash, ``MMAPABLE`` on an array, ``PRESERVE_ELEMS`` on a perf event array,
+    ...).  Flags that need more than a map to test (``STACK_BUILD_ID``,
+    ``CLONE``, the fd-passing ones) and combinations raise ValueError.
+    """
+    try:
+        key = MapFlags(int(flag))
+    except ValueError:
+        key = None
+    if key is None or int(key) not in _FLAG_PROBES:
+        known = ", ".join(MapFlags(f).name for f in _FLAG_PROBES)
+        raise ValueError(f"no probe for map flag {flag!r}: one of {known}")
+    return _raise(_probe_map_flag(int(key)))
+
+
+# --------------------------------------------------------------------------
+# Link kinds (cilium's HaveBPFLinkKprobeMulti, HaveBPFLinkUprobeMulti and its
+# tcx/netkit/netfilter link probes): a minimal program of the right type,
+# then BPF_LINK_CREATE with arguments the kernel rejects, if it knows the
+# link kind, with an error it gives for nothing else (a bad ifindex, a path
+# that is not a file, a hook number out of range).  Only kprobe.multi
+# really attaches (to vprintk, as cilium does), and detaches at once.
+
+# enum bpf_link_type values (ebpf.link.LinkType, which lives a layer above).
+_KPROBE_MULTI, _NETFILTER, _TCX, _UPROBE_MULTI, _NETKIT = 8, 10, 11, 12, 13
+
+
+def _link_probe_kprobe_multi(prog_fd: int) -> int:
+    return _libbpf.kprobe_multi_link_create(prog_fd, int(AttachType.TRACE_KPROBE_MULTI), symbols=[b"vprintk"])
+
+
+def _link_probe_uprobe_multi(prog_fd: int) -> int:
+    path = ctypes.create_string_buffer(b"/")  # a directory: EBADF where the kind exists
+    offsets = (ctypes.c_uint64 * 1)(0)
+    attr = _syscall.link_create_attr(prog_fd=prog_fd, attach_type=int(AttachType.TRACE_UPROBE_MULTI))
+    um = attr.uprobe_multi
+    um.path, um.offsets, um.cnt = ctypes.addressof(path), ctypes.addressof(offsets), 1
+    return _syscall.link_create(attr, "uprobe.multi link probe")
+
+
+def _link_probe_ifindex(attach_type: AttachType) -> Callable[[int], int]:
+    def probe(prog_fd: int) -> int:  # ifindex 0 is no device: ENODEV where the kind exists
+        attr = _syscall.link_create_attr(prog_fd=prog_fd, target_ifindex=0, attach_type=int(attach_type))
+        return _syscall.link_create(attr, f"{attach_type.name} link probe")
+    return probe
+
+
+def _link_probe_netfilter(prog_fd: int) -> int:
+    attr = _syscall.link_create_attr(prog_fd=prog_fd, attach_type=int(AttachType.NETFILTER))
+    attr.netfilter.pf, attr.netfilter.hooknum = 2, 5  # NFPROTO_IPV4, NF_INET_NUMHOOKS: EPROTO
+    return _syscall.link_create(attr, "netfilter link probe")
+
+
+# link type: (name, first kernel, program type, expected attach type, attach call, errno meaning "present")
+_LINK_PROBES: Dict[int, Tuple[str, str, ProgramType, AttachType, Callable[[int], int], Optional[int]]] = {
+    _KPROBE_MULTI: ("kprobe.multi links", "5.18", ProgramType.KPROBE, AttachType.TRACE_KPROBE_MULTI,
+                    _link_probe_kprobe_multi, None),
+    _UPROBE_MULTI: ("uprobe.multi links", "6.6", ProgramType.KPROBE, AttachType.TRACE_UPROBE_MULTI,
+                    _link_probe_uprobe_multi, errno.EBADF),
+    _TCX: ("tcx links", "6.6", ProgramType.SCHED_CLS, AttachType.NONE, _link_probe_ifindex(AttachType.TCX_INGRESS),
+           errno.ENODEV),
+    _NETKIT: ("netkit links", "6.7", ProgramType.SCHED_CLS, AttachType.NONE,
+              _link_probe_ifindex(AttachType.NETKIT_PRIMARY), errno.ENODEV),
+    _NETFILTER: ("netfilter links", "6.4", ProgramType.NETFILTER, AttachType.NETFILTER, _link_probe_netfilter,
+                 errno.EPROTO),
+}
+_LINK_DETAIL = {
+    _KPROBE_MULTI: "the kernel has no fprobe (CONFIG_FPROBE) to attach them with",
+    _NETKIT: "the kernel has no netkit devices (CONFIG_NETKIT)",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_link(t: int) -> Optional[EBPFError]:
+    what, since, ptype, attach, create, present = _LINK_PROBES[t]
+    fd, log = _libbpf.prog_load_probe(int(ptype), _RET0, expected_attach_type=int(attach))
+    if fd < 0:
+        refused = _unprivileged(what) or load_refusal(f"probe for {what}", ptype, -fd, log, attach_type=attach)
+        if refused is not None:
+            return refused
+        # E2BIG/EINVAL: the kernel knows neither the program type nor the attach type
+        return NotSupportedError(what, min_kernel=since, errno=-fd,
+                                 detail=f"{ptype.name} programs for {attach.name} do not load")
+    try:
+        link_fd = create(fd)
+    except EBPFError as exc:
+        if present is not None and exc.errno == present:
+            return None
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return _unprivileged(what) or NotSupportedError(what, min_kernel=since, errno=exc.errno,
+                                                            detail="refused with EPERM")
+        detail = _LINK_DETAIL.get(t, "") if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP) else ""
+        return NotSupportedError(what, min_kernel=since, errno=exc.errno,
+                                 detail=detail or os.strerror(exc.errno or errno.EINVAL))
+    finally:
+        os.close(fd)
+    os.close(link_fd)
+    return None
+
+
+def have_link_type(t: int) -> bool:
+    """Whether the kernel makes links of kind ``t``, an
+    :class:`ebpf.link.LinkType`: ``KPROBE_MULTI``, ``UPROBE_MULTI``,
+    ``TCX``, ``NETKIT`` or ``NETFILTER`` (cilium's ``HaveBPFLinkKprobeMulti``,
+    ``HaveBPFLinkUprobeMulti`` and the tcx, netkit and netfilter link probes).
+
+    NotSupportedError names what is missing: the kernel version, or the
+    kernel option (kprobe.multi links need ``CONFIG_FPROBE``, netkit links
+    ``CONFIG_NETKIT``).  Other link kinds raise ValueError.
+    """
+    if int(t) not in _LINK_PROBES:
+        names = {_KPROBE_MULTI: "KPROBE_MULTI", _UPROBE_MULTI: "UPROBE_MULTI", _TCX: "TCX", _NETKIT: "NETKIT",
+                 _NETFILTER: "NETFILTER"}
+        raise ValueError(f"no probe for link type {t!r}: one of LinkType.{', LinkType.'.join(names.values())}")
+    return _raise(_probe_link(int(t)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from typing import Annotated
 import pytest
 
 import ebpf
-from ebpf import MapType, ProgramType, asm, features
+from ebpf import MapFlags, MapType, ProgramType, asm, features
 from ebpf.errors import NotSupportedError
+from ebpf.link import LinkType
 
 from conftest import ROOT, fixture_path
 
@@ -126,5 +128,155 @@ def test_probes_without_privilege_say_so():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 6, out.stdout
+    for line in lines:
+        assert line.startswith("DENIED PermissionDeniedError"), line
+
+
+# --------------------------------------------------------------------------
+# instruction set and verifier limits
+
+
+def _socket_filter(insns):
+    return ebpf.Program(ebpf.ProgramSpec("isa_check", ProgramType.SOCKET_FILTER, instructions=asm.Instructions(insns),
+                                         license="GPL"))
+
+
+def _runs_to(insns, want):
+    """Load a socket filter and run it once: it must return ``want``."""
+    def load_and_run():
+        with _socket_filter(insns) as prog:
+            assert prog.run(b"\0" * 64).retval == want
+    return load_and_run
+
+
+R0, R1, R2 = asm.R0, asm.R1, asm.R2
+
+# What each probe promises, written as the programs a user would load (not
+# the probes' own instructions), with the value each must compute.
+ISA_PROGRAMS = {
+    "have_bounded_loops": ([asm.mov_imm(R0, 0), asm.mov_imm(R1, 10),
+                            asm.add_imm(R0, 2).with_symbol("loop"), asm.sub_imm(R1, 1), asm.jne_imm(R1, 0, "loop"),
+                            asm.exit()], 20),
+    "have_large_instructions": ([asm.mov_imm(R0, 0)] + [asm.add_imm(R0, 1)] * 5000 + [asm.exit()], 5000),
+    "have_v2_isa": ([asm.mov_imm(R0, 7), asm.jlt_imm(R0, 9, "out"), asm.mov_imm(R0, 0),
+                     asm.exit().with_symbol("out")], 7),
+    "have_v3_isa": ([asm.mov_imm(R0, 7), asm.mov_imm(R1, -1), asm.jsgt32_imm(R1, 0, "bad"), asm.jlt32_imm(R0, 9, "out"),
+                     asm.mov_imm(R0, 0).with_symbol("bad"), asm.exit().with_symbol("out")], 7),
+    # sign extension, an unconditional byte swap and a 32-bit-offset jump
+    "have_v4_isa": ([asm.mov_imm(R1, 0xFF), asm.movsx_reg(R2, R1, 8), asm.mov_imm(R0, 3), asm.add_reg(R0, R2),
+                     asm.bswap(R0, 16), asm.jne_imm(R0, 0x0200, "bad"), asm.gotol("out"),
+                     asm.mov_imm(R0, 0).with_symbol("bad"), asm.exit().with_symbol("out")], 0x0200),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(ISA_PROGRAMS))
+def test_isa_probes_agree_with_a_real_load(probe):
+    insns, want = ISA_PROGRAMS[probe]
+    assert _outcome(getattr(features, probe)) == _outcome(_runs_to(insns, want)), probe
+
+
+def test_large_program_needs_more_than_the_old_limit():
+    # The probe's claim is about programs over 4096 instructions.
+    insns, _ = ISA_PROGRAMS["have_large_instructions"]
+    assert len(insns) > 4096
+
+
+# --------------------------------------------------------------------------
+# map flags
+
+# (flag, map type, key size, value size, extra flags): maps a user would make.
+MAP_FLAGS = [
+    (MapFlags.NO_PREALLOC, MapType.HASH, 8, 8, 0),
+    (MapFlags.NO_COMMON_LRU, MapType.LRU_HASH, 4, 8, 0),
+    (MapFlags.NUMA_NODE, MapType.HASH, 4, 4, 0),
+    (MapFlags.RDONLY, MapType.ARRAY, 4, 16, 0),
+    (MapFlags.WRONLY, MapType.HASH, 4, 16, 0),
+    (MapFlags.ZERO_SEED, MapType.HASH, 4, 4, 0),
+    (MapFlags.RDONLY_PROG, MapType.ARRAY, 4, 32, 0),
+    (MapFlags.WRONLY_PROG, MapType.ARRAY, 4, 32, 0),
+    (MapFlags.MMAPABLE, MapType.ARRAY, 4, 64, 0),
+    (MapFlags.PRESERVE_ELEMS, MapType.PERF_EVENT_ARRAY, 4, 4, 0),
+    (MapFlags.INNER_MAP, MapType.ARRAY, 4, 8, 0),
+    (MapFlags.SEGV_ON_FAULT, MapType.ARENA, 0, 0, MapFlags.MMAPABLE),
+    (MapFlags.NO_USER_CONV, MapType.ARENA, 0, 0, MapFlags.MMAPABLE),
+]
+
+
+@pytest.mark.parametrize("flag,mtype,key,value,extra", MAP_FLAGS, ids=[f[0].name for f in MAP_FLAGS])
+def test_map_flag_probes_agree_with_a_real_map(flag, mtype, key, value, extra):
+    def create():
+        spec = ebpf.MapSpec(f"flag_{flag.name.lower()}"[:15], mtype, key, value, 2 if mtype != MapType.ARENA else 1,
+                            flags=flag | extra)
+        with ebpf.Map(spec) as m:
+            if flag == MapFlags.RDONLY:  # an access mode of the fd, not kept with the map
+                with pytest.raises(ebpf.EBPFError) as exc:
+                    m.update(0, bytes(value))
+                assert exc.value.errno == errno.EPERM
+            elif flag == MapFlags.WRONLY:
+                m.update(1, bytes(value))
+                with pytest.raises(ebpf.EBPFError) as exc:
+                    m.lookup(1)
+                assert exc.value.errno == errno.EPERM
+            else:
+                assert m.info().flags & flag == flag
+    assert _outcome(lambda: features.have_map_flag(flag)) == _outcome(create)
+
+
+def test_map_flag_probe_refuses_flags_it_cannot_test():
+    with pytest.raises(ValueError, match="no probe for map flag"):
+        features.have_map_flag(MapFlags.CLONE)
+    with pytest.raises(ValueError, match="no probe for map flag"):
+        features.have_map_flag(MapFlags.NO_PREALLOC | MapFlags.MMAPABLE)
+
+
+def test_new_probes_are_cached(monkeypatch):
+    from ebpf import _libbpf
+
+    features.have_v3_isa(), features.have_map_flag(MapFlags.MMAPABLE), features.have_link_type(LinkType.TCX)
+
+    def boom(*a, **k):
+        raise AssertionError("probe ran twice")
+
+    monkeypatch.setattr(_libbpf, "prog_load_probe", boom)
+    monkeypatch.setattr(_libbpf, "map_create_probe", boom)
+    assert features.have_v3_isa() is True
+    assert features.have_map_flag(MapFlags.MMAPABLE) is True
+    assert features.have_link_type(LinkType.TCX) is True
+
+
+def test_link_type_probe_refuses_kinds_it_cannot_test():
+    with pytest.raises(ValueError, match="no probe for link type"):
+        features.have_link_type(LinkType.XDP)
+
+
+NEW_UNPRIVILEGED_PROBES = r"""
+import ebpf
+from ebpf import features, MapFlags
+from ebpf.link import LinkType
+calls = [(features.have_bounded_loops,), (features.have_large_instructions,), (features.have_v2_isa,),
+         (features.have_v3_isa,), (features.have_v4_isa,), (features.have_map_flag, MapFlags.MMAPABLE),
+         (features.have_map_flag, MapFlags.SEGV_ON_FAULT)]
+calls += [(features.have_link_type, t) for t in (LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.TCX,
+                                                 LinkType.NETKIT, LinkType.NETFILTER)]
+for probe, *args in calls:
+    try:
+        probe(*args)
+    except ebpf.PermissionDeniedError as exc:
+        print("DENIED", type(exc).__name__, probe.__name__)
+    except ebpf.NotSupportedError as exc:
+        print("NOTSUPPORTED", probe.__name__, exc)
+    else:
+        print("YES", probe.__name__)
+"""
+
+
+def test_new_probes_without_privilege_say_so():
+    out = subprocess.run(
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", NEW_UNPRIVILEGED_PROBES],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60, cwd="/",
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 12, out.stdout
     for line in lines:
         assert line.startswith("DENIED PermissionDeniedError"), line

@@ -487,6 +487,63 @@ def link_create(attr: link_create_attr, what: str) -> int:
     return bpf(BPF_LINK_CREATE, attr, what)
 
 
+# BPF_PROG_ATTACH/DETACH/QUERY with the multi-program fields of 6.6 (tcx,
+# netkit): relative_fd/id, expected_revision, link_ids and revision.
+# libbpf 1.1.2's bpf_prog_attach_opts and bpf_prog_query_opts predate them.
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_QUERY = 16
+
+
+class prog_attach_attr(Structure):
+    """``union bpf_attr``, the ``BPF_PROG_ATTACH``/``BPF_PROG_DETACH`` member."""
+
+    _anonymous_ = ("_target", "_relative")
+    _fields_ = [("_target", _target), ("attach_bpf_fd", c_uint32), ("attach_type", c_uint32),
+                ("attach_flags", c_uint32), ("replace_bpf_fd", c_uint32), ("_relative", _relative),
+                ("expected_revision", c_uint64)]
+
+
+class _query_count(Union):
+    _fields_ = [("prog_cnt", c_uint32), ("count", c_uint32)]
+
+
+class prog_query_attr(Structure):
+    """``union bpf_attr``, the ``BPF_PROG_QUERY`` member."""
+
+    _anonymous_ = ("_target", "_count")
+    _fields_ = [("_target", _target), ("attach_type", c_uint32), ("query_flags", c_uint32),
+                ("attach_flags", c_uint32), ("prog_ids", c_uint64), ("_count", _query_count), ("_pad", c_uint32),
+                ("prog_attach_flags", c_uint64), ("link_ids", c_uint64), ("link_attach_flags", c_uint64),
+                ("revision", c_uint64)]
+
+
+def prog_attach(attr: prog_attach_attr, what: str) -> None:
+    """``BPF_PROG_ATTACH`` with anchors and a revision."""
+    bpf(BPF_PROG_ATTACH, attr, what)
+
+
+def prog_detach(attr: prog_attach_attr, what: str) -> None:
+    """``BPF_PROG_DETACH``."""
+    bpf(BPF_PROG_DETACH, attr, what)
+
+
+def prog_query(attr: prog_query_attr, capacity: int, what: str) -> "tuple[List[int], List[int]]":
+    """``BPF_PROG_QUERY`` into ``attr`` (target and attach type set): the ids
+    of the attached programs and of their links (0: attached without one),
+    in the hook's order; ``attr.revision`` is filled in.  ``capacity`` is how
+    many the buffers hold; the caller retries with ``attr.count`` if that was
+    too few (ENOSPC)."""
+    progs = (c_uint32 * max(capacity, 1))()
+    links = (c_uint32 * max(capacity, 1))()
+    attr.prog_ids = ctypes.addressof(progs)
+    attr.link_ids = ctypes.addressof(links)
+    attr.count = capacity
+    bpf(BPF_PROG_QUERY, attr, what)
+    n = min(attr.count, capacity)
+    return list(progs[:n]), list(links[:n])
+
+
 def raw_tracepoint_open(name: str, prog_fd: int, cookie: int, what: str) -> int:
     """``BPF_RAW_TRACEPOINT_OPEN`` with a cookie (libbpf 1.1.2 has no way to pass one)."""
     buf = ctypes.create_string_buffer(name.encode())

@@ -9,6 +9,7 @@ XDP/tc attach and sockets then belong to it).
 
 from __future__ import annotations
 
+import errno as errno_
 import os
 import random
 import socket
@@ -269,3 +270,49 @@ def source(request: Any, net_spec: Any, coll: Any) -> Iterator[Callable[[str], A
     yield get
     for p in alone:
         p.close()
+
+
+# --------------------------------------------------------------------------
+# rtnetlink: device pairs iproute2 may not know (Debian 12's cannot make netkit)
+
+_RTM_NEWLINK = 16
+_NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x4, 0x200, 0x400
+_IFLA_IFNAME, _IFLA_LINKINFO, _IFLA_NET_NS_FD = 3, 18, 28
+_IFLA_INFO_KIND, _IFLA_INFO_DATA = 1, 2
+_INFO_PEER = 1  # VETH_INFO_PEER, IFLA_NETKIT_PEER_INFO
+
+
+def _rtattr(kind: int, payload: bytes) -> bytes:
+    import struct
+
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + bytes(-len(raw) % 4)
+
+
+def add_link_pair(kind: str, name: str, peer: str, *, peer_netns_fd: Optional[int] = None,
+                  data: Optional[List[tuple]] = None) -> None:
+    """Create a device pair of ``kind`` ("veth", "netkit") over rtnetlink in
+    the calling thread's netns, the peer in ``peer_netns_fd``'s if given.
+    ``data`` are extra (type, bytes) attributes of IFLA_INFO_DATA.  A kernel
+    error is an OSError with its errno."""
+    import struct
+
+    ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
+    peer_attrs = _rtattr(_IFLA_IFNAME, peer.encode() + b"\0")
+    if peer_netns_fd is not None:
+        peer_attrs += _rtattr(_IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
+    info_data = _rtattr(_INFO_PEER, ifinfo + peer_attrs) + b"".join(_rtattr(t, v) for t, v in data or ())
+    linkinfo = _rtattr(_IFLA_INFO_KIND, kind.encode()) + _rtattr(_IFLA_INFO_DATA, info_data)
+    body = ifinfo + _rtattr(_IFLA_IFNAME, name.encode() + b"\0") + _rtattr(_IFLA_LINKINFO, linkinfo)
+    flags = 0x1 | _NLM_F_ACK | _NLM_F_EXCL | _NLM_F_CREATE
+    msg = struct.pack("=IHHII", 16 + len(body), _RTM_NEWLINK, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
+        s.bind((0, 0))
+        s.send(msg)
+        reply = s.recv(65536)
+    _length, mtype = struct.unpack_from("=IH", reply)
+    if mtype != 2:  # NLMSG_ERROR carries the answer, 0 for success
+        raise OSError(errno_.EPROTO, f"unexpected rtnetlink reply type {mtype}")
+    err = -struct.unpack_from("=i", reply, 16)[0]
+    if err:
+        raise OSError(err, f"creating {kind} pair {name}/{peer}: {os.strerror(err)}")

@@ -97,8 +97,9 @@ def link_info(fd: int) -> LinkInfo:
     elif t == LinkType.NETFILTER:
         nf = i.netfilter
         extra.update(pf=nf.pf, hooknum=nf.hooknum, priority=nf.priority, flags=nf.flags)
-    elif t == LinkType.TCX:
-        extra.update(ifindex=i.tcx.ifindex, attach_type=_enum(AttachType, i.tcx.attach_type))
+    elif t in (LinkType.TCX, LinkType.NETKIT):
+        part = i.tcx if t == LinkType.TCX else i.netkit
+        extra.update(ifindex=part.ifindex, attach_type=_enum(AttachType, part.attach_type))
     elif t == LinkType.KPROBE_MULTI:
         extra.update(count=i.kprobe_multi.count, flags=i.kprobe_multi.flags)
     elif t == LinkType.PERF_EVENT:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import enum
 import errno
-import os
 from typing import Any
 
 from .. import _syscall
-from ..errors import ENOTSUPP, EBPFError, NotSupportedError
+from ..errors import ENOTSUPP, EBPFError
 from ..types import AttachType, ProgramType
 from ._link import FDLink, check_program_type, program_fd
 
@@ -74,8 +73,10 @@ def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int
     try:
         fd = _syscall.link_create(attr, f"netfilter link at {where}")
     except EBPFError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 4)):
-            raise NotSupportedError("netfilter links", min_kernel="6.4", errno=exc.errno) from None
+        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP, errno.EINVAL):
+            from .. import features
+
+            features.have_link_type(10)  # LinkType.NETFILTER: raises NotSupportedError if absent
         if exc.errno == errno.EPROTO:
             raise EBPFError(f"attach_netfilter: unknown netfilter hook {int(hooknum)} ({where})", exc.errno) from None
         if exc.errno == errno.EAFNOSUPPORT:
@@ -88,11 +89,3 @@ def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int
             raise EBPFError(f"attach_netfilter: {where} is taken by another hook", exc.errno) from None
         raise
     return FDLink(fd, f"netfilter {where}")
-
-
-def _kernel_older_than(major: int, minor: int) -> bool:
-    try:
-        parts = os.uname().release.split("-")[0].split(".")
-        return (int(parts[0]), int(parts[1])) < (major, minor)
-    except (ValueError, IndexError):
-        return False

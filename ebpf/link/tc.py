@@ -2,9 +2,9 @@
 
 :func:`attach_tcx` is cilium/ebpf's ``link.AttachTCX``: a ``bpf_link`` on
 an interface's ingress or egress, which can be pinned and updated, and
-coexists with other tcx programs (ordered with ``before``/``after``).
-libbpf 1.1.2's ``bpf_link_create`` cannot pass tcx anchors, so an anchored
-attach issues ``BPF_LINK_CREATE`` itself.
+coexists with other tcx programs (ordered with anchors, :mod:`ebpf.link.anchor`).
+libbpf 1.1.2's ``bpf_link_create`` cannot pass tcx anchors, so the attach
+issues ``BPF_LINK_CREATE`` itself.
 
 :func:`attach_tc` is the pre-6.6 way: a ``direct-action`` cls_bpf filter
 on the interface's ``clsact`` qdisc, through libbpf's netlink helpers.  It
@@ -23,25 +23,20 @@ import os
 import socket
 import struct
 import threading
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from .. import _libbpf, _syscall
 from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
 from ._link import FDLink, Link, LinkInfo, LinkType, check_program_type, program_fd
-from .netfilter import _kernel_older_than
+from .anchor import Anchor, check_revision, legacy_anchor, parse_attach_type
+from .anchor import link_create as mprog_link_create
 from .xdp import interface_name, resolve_ifindex
 
 __all__ = ["attach_tcx", "attach_tc", "TCLink"]
 
-# tcx flags (uapi linux/bpf.h, 6.6+)
-BPF_F_REPLACE = 1 << 2
-BPF_F_BEFORE = 1 << 3
-BPF_F_AFTER = 1 << 4
-BPF_F_ID = 1 << 5
-BPF_F_LINK = 1 << 13
-
 _TCX = {"ingress": AttachType.TCX_INGRESS, "egress": AttachType.TCX_EGRESS}
+_LINK_TYPE_TCX = 11  # LinkType.TCX
 
 
 def attach_tcx(
@@ -49,6 +44,7 @@ def attach_tcx(
     prog: Any,
     attach_type: Union[AttachType, str],
     *,
+    anchor: Optional[Anchor] = None,
     before: Any = None,
     after: Any = None,
     expected_revision: int = 0,
@@ -56,57 +52,27 @@ def attach_tcx(
     """Attach a ``SCHED_CLS`` program to an interface with a tcx link.
 
     ``attach_type`` is ``AttachType.TCX_INGRESS`` or ``TCX_EGRESS`` (or
-    ``"ingress"``/``"egress"``).  The program returns ``TCX_NEXT`` (-1),
-    ``TCX_PASS`` (0), ``TCX_DROP`` (2) or ``TCX_REDIRECT`` (7).  New links go
-    last; ``before``/``after`` (a Program or a tcx Link already attached
-    there) place it relative to another one, and ``expected_revision`` makes
-    the attach fail (ESTALE) if the hook changed since it was read.
+    ``"ingress"``/``"egress"``).  The program returns ``TCX_NEXT`` (-1: run
+    the next program), ``TCX_PASS`` (0), ``TCX_DROP`` (2) or ``TCX_REDIRECT``
+    (7).  New links go last; ``anchor`` places it elsewhere
+    (:func:`~ebpf.link.head`, :func:`~ebpf.link.before_link`,
+    :func:`~ebpf.link.after_program_by_id`, ...: see :mod:`ebpf.link.anchor`).
+    ``before=``/``after=`` a Program or a tcx link are short for
+    ``before_program``/``before_link`` and ``after_...``.
+    ``expected_revision`` (from :func:`~ebpf.link.query_programs`) makes the
+    attach fail with ESTALE if the hook changed since it was read.
     """
     prog_fd = program_fd(prog)
     check_program_type(prog, (ProgramType.SCHED_CLS,), "attach_tcx")
-    if isinstance(attach_type, str):
-        try:
-            at = _TCX[attach_type]
-        except KeyError:
-            raise EBPFError(f"attach_tcx: direction must be 'ingress' or 'egress', not {attach_type!r}", errno.EINVAL) from None
-    else:
-        at = AttachType(int(attach_type))
-        if at not in (AttachType.TCX_INGRESS, AttachType.TCX_EGRESS):
-            raise EBPFError(f"attach_tcx: attach type must be TCX_INGRESS or TCX_EGRESS, not {at.name}", errno.EINVAL)
-    if before is not None and after is not None:
-        raise EBPFError("attach_tcx: give before= or after=, not both", errno.EINVAL)
-    anchor = before if before is not None else after
-    flags, relative = 0, 0
-    if isinstance(anchor, FDLink):
-        flags, relative = BPF_F_LINK, anchor.fd
-    elif isinstance(anchor, Link):
-        raise EBPFError(f"attach_tcx: a {type(anchor).__name__} cannot anchor a tcx link; pass a tcx link or a Program", errno.EINVAL)
-    elif anchor is not None:
-        relative = program_fd(anchor)
-    if anchor is not None:
-        flags |= BPF_F_BEFORE if before is not None else BPF_F_AFTER
+    at = parse_attach_type(attach_type, _TCX, "attach_tcx")
+    legacy = legacy_anchor(before, after, "attach_tcx")
+    if legacy is not None and anchor is not None:
+        raise EBPFError("attach_tcx: give anchor= or before=/after=, not both", errno.EINVAL)
+    anchor = anchor if anchor is not None else legacy
+    revision = check_revision(expected_revision, "attach_tcx")
     ifindex = resolve_ifindex(ifname_or_index, "attach_tcx")
-    ifname = interface_name(ifindex)
-    where = f"tcx {ifname} {at.name[4:].lower()}"
-    try:
-        if anchor is None and not expected_revision:
-            fd = _libbpf.link_create(prog_fd, ifindex, int(at))
-        else:
-            # libbpf 1.1.2 cannot pass the anchor or the revision.
-            attr = _syscall.link_create_attr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=int(at), flags=flags)
-            attr.tcx.relative_fd = relative
-            attr.tcx.expected_revision = int(expected_revision)
-            fd = _syscall.link_create(attr, f"{where} link")
-    except EBPFError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP) or (exc.errno == errno.EINVAL and _kernel_older_than(6, 6)):
-            raise NotSupportedError("tcx links", min_kernel="6.6", errno=exc.errno) from None
-        if exc.errno == errno.ESTALE:
-            raise EBPFError(f"attach_tcx: {where} changed since revision {expected_revision}", exc.errno) from None
-        if exc.errno == errno.ENOENT and (before is not None or after is not None):
-            raise EBPFError(f"attach_tcx: the anchor program or link is not attached at {where}", exc.errno) from None
-        if exc.errno == errno.EEXIST:
-            raise EBPFError(f"attach_tcx: this program is already attached at {where}", exc.errno) from None
-        raise
+    where = f"tcx {interface_name(ifindex)} {at.name[4:].lower()}"
+    fd = mprog_link_create("attach_tcx", prog_fd, ifindex, at, anchor, revision, where, _LINK_TYPE_TCX)
     return FDLink(fd, where)
 
 

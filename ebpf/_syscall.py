@@ -544,6 +544,21 @@ def prog_query(attr: prog_query_attr, capacity: int, what: str) -> "tuple[List[i
     return list(progs[:n]), list(links[:n])
 
 
+def uprobe_multi_link_info(fd: int, count: int, path_size: int) -> "tuple[bpf_link_info, str, List[List[int]]]":
+    """A uprobe.multi link's info with what it points to: the path, and the
+    offsets, semaphore offsets and cookies of its ``count`` probes."""
+    path = ctypes.create_string_buffer(max(path_size, 1))
+    arrays = [(c_uint64 * max(count, 1))() for _ in range(3)]
+    info = bpf_link_info()
+    um = info.uprobe_multi
+    um.path, um.path_size = ctypes.addressof(path), max(path_size, 1)
+    um.offsets, um.ref_ctr_offsets, um.cookies = (ctypes.addressof(a) for a in arrays)
+    um.count = max(count, 1)
+    _libbpf.obj_get_info(fd, info)
+    n = min(um.count, count)
+    return info, path.value.decode(errors="replace"), [list(a[:n]) for a in arrays]
+
+
 def raw_tracepoint_open(name: str, prog_fd: int, cookie: int, what: str) -> int:
     """``BPF_RAW_TRACEPOINT_OPEN`` with a cookie (libbpf 1.1.2 has no way to pass one)."""
     buf = ctypes.create_string_buffer(name.encode())

@@ -12,8 +12,10 @@ import pytest
 
 import ebpf
 from ebpf import MapFlags, MapType, ProgramType, asm, features
+from ebpf import link as L
 from ebpf.errors import NotSupportedError
 from ebpf.link import LinkType
+from ebpf.link import netfilter as nf
 
 from conftest import ROOT, fixture_path
 
@@ -242,6 +244,113 @@ def test_new_probes_are_cached(monkeypatch):
     assert features.have_v3_isa() is True
     assert features.have_map_flag(MapFlags.MMAPABLE) is True
     assert features.have_link_type(LinkType.TCX) is True
+
+
+# --------------------------------------------------------------------------
+# link kinds: each probe against a real attach of that kind
+
+
+def _in_new_netns(fn):
+    """Run ``fn`` in a fresh network namespace (a thread that unshared one)."""
+    import threading
+
+    result, failure = [], []
+
+    def body():
+        try:
+            _unshare_net()
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _unshare_net():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET, this thread only
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+
+
+def _tc_prog():
+    insns = asm.Instructions([asm.mov_imm(asm.R0, 0), asm.exit()])
+    return ebpf.Program(ebpf.ProgramSpec("tc_probe", ProgramType.SCHED_CLS, instructions=insns, license="GPL"))
+
+
+def _real_tcx():
+    with _tc_prog() as prog:
+        _in_new_netns(lambda: L.attach_tcx("lo", prog, "ingress").close())
+
+
+def _real_netkit():
+    from netutil import add_link_pair
+
+    def attach(prog):
+        try:
+            add_link_pair("netkit", "nkprobe0", "nkprobe1")
+        except OSError as exc:  # the kernel has no netkit devices
+            if exc.errno == errno.EOPNOTSUPP:
+                raise NotSupportedError("netkit devices", errno=exc.errno) from None
+            raise
+        L.attach_netkit("nkprobe0", prog, "primary").close()
+
+    with _tc_prog() as prog:
+        _in_new_netns(lambda: attach(prog))
+
+
+def _real_netfilter():
+    insns = asm.Instructions([asm.mov_imm(asm.R0, 1), asm.exit()])
+    spec = ebpf.ProgramSpec("nf_probe", ProgramType.NETFILTER, attach_type=ebpf.AttachType.NETFILTER,
+                            instructions=insns, license="GPL")
+    with ebpf.Program(spec) as prog:
+        _in_new_netns(lambda: L.attach_netfilter(prog, nf.NFPROTO_IPV4, nf.NF_INET_LOCAL_IN, -123).close())
+
+
+def _kprobe_prog(attach_type):
+    insns = asm.Instructions([asm.mov_imm(asm.R0, 0), asm.exit()])
+    return ebpf.Program(ebpf.ProgramSpec("multi_probe", ProgramType.KPROBE, attach_type=attach_type,
+                                         instructions=insns, license="GPL"))
+
+
+def _real_kprobe_multi():
+    with _kprobe_prog(ebpf.AttachType.TRACE_KPROBE_MULTI) as prog:
+        L.kprobe_multi(["vprintk"], prog).close()
+
+
+def _real_uprobe_multi():
+    with _kprobe_prog(ebpf.AttachType.TRACE_UPROBE_MULTI) as prog:
+        exe = L.open_executable(str(fixture_path("uprobe_target")))
+        exe.uprobe_multi(["target_value", "target_add"], prog, cookies=[1, 2]).close()
+
+
+REAL_LINKS = {
+    LinkType.TCX: _real_tcx,
+    LinkType.NETKIT: _real_netkit,
+    LinkType.NETFILTER: _real_netfilter,
+    LinkType.KPROBE_MULTI: _real_kprobe_multi,
+    LinkType.UPROBE_MULTI: _real_uprobe_multi,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REAL_LINKS), ids=lambda k: k.name)
+def test_link_type_probes_agree_with_a_real_attach(kind):
+    assert _outcome(lambda: features.have_link_type(kind)) == _outcome(REAL_LINKS[kind]), kind.name
+
+
+def test_missing_link_kinds_say_what_they_need():
+    for kind in REAL_LINKS:
+        try:
+            features.have_link_type(kind)
+        except NotSupportedError as exc:
+            assert exc.min_kernel, kind
+            assert "links" in str(exc), str(exc)
 
 
 def test_link_type_probe_refuses_kinds_it_cannot_test():

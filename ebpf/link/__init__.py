@@ -77,6 +77,7 @@ _LAZY: dict[str, str] = {
     "PerfEvent": ".perf_event",
     "open_cpu_clocks": ".perf_event",
     "USDTLink": ".usdt",
+    "UprobeMultiLink": ".uprobe_multi",
     # errors that name what was not found
     "SymbolNotFoundError": ".uprobe",
     "ExecutableNotFoundError": ".uprobe",

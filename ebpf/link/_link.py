@@ -100,11 +100,25 @@ def link_info(fd: int) -> LinkInfo:
     elif t in (LinkType.TCX, LinkType.NETKIT):
         part = i.tcx if t == LinkType.TCX else i.netkit
         extra.update(ifindex=part.ifindex, attach_type=_enum(AttachType, part.attach_type))
+    elif t == LinkType.UPROBE_MULTI:
+        extra.update(_uprobe_multi_extra(fd, i.uprobe_multi))
     elif t == LinkType.KPROBE_MULTI:
         extra.update(count=i.kprobe_multi.count, flags=i.kprobe_multi.flags)
     elif t == LinkType.PERF_EVENT:
         extra.update(_perf_event_extra(fd, i.perf_event))
     return LinkInfo(type=t, id=i.id, program_id=i.prog_id, extra=extra)
+
+
+BPF_F_UPROBE_MULTI_RETURN = 1
+
+
+def _uprobe_multi_extra(fd: int, um: Any) -> Dict[str, Any]:
+    count = um.count
+    # The kernel reports the path's size only along with the path: PATH_MAX.
+    _, path, (offsets, ref_ctr_offsets, cookies) = _syscall.uprobe_multi_link_info(fd, count, 4096)
+    return {"path": path, "offsets": offsets, "ref_ctr_offsets": ref_ctr_offsets, "cookies": cookies,
+            "count": count, "flags": um.flags, "retprobe": bool(um.flags & BPF_F_UPROBE_MULTI_RETURN),
+            "pid": um.pid}
 
 
 class PerfEventType(enum.IntEnum):

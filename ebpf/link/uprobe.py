@@ -30,7 +30,7 @@ import platform
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
 from ..types import ProgramType
@@ -469,6 +469,39 @@ class Executable:
         Same options as :meth:`uprobe`.
         """
         return self._attach(symbol, prog, pid, offset, address, cookie, ref_ctr_offset, True)
+
+    # -- uprobe.multi ----------------------------------------------------------
+
+    def uprobe_multi(self, symbols: Optional[Sequence[str]], prog: Any, *, addresses: Optional[Sequence[int]] = None,
+                     offsets: Optional[Sequence[int]] = None, cookies: Optional[Sequence[int]] = None,
+                     ref_ctr_offsets: Optional[Sequence[int]] = None, pid: Optional[int] = None) -> Link:
+        """Run ``prog`` at the entry of every function in ``symbols``, with one
+        ``bpf_link`` (cilium's ``UprobeMulti``; kernel 6.6+).
+
+        ``addresses`` (file offsets) replace ``symbols``; ``offsets`` move each
+        probe that many bytes into its function; ``cookies`` are what
+        ``bpf_get_attach_cookie()`` returns at each; ``ref_ctr_offsets`` are
+        USDT semaphores; each list has one entry per probe.  ``pid`` limits
+        every probe to one process.  ``prog`` is a KPROBE program loaded with
+        attach type ``TRACE_UPROBE_MULTI`` (``SEC("uprobe.multi")``).
+
+        An unknown symbol raises :class:`SymbolNotFoundError`; a kernel
+        without uprobe.multi links :class:`~ebpf.errors.NotSupportedError`.
+        """
+        from .uprobe_multi import attach_uprobe_multi
+
+        return attach_uprobe_multi(self, symbols, prog, addresses=addresses, offsets=offsets, cookies=cookies,
+                                   ref_ctr_offsets=ref_ctr_offsets, pid=pid)
+
+    def uretprobe_multi(self, symbols: Optional[Sequence[str]], prog: Any, *,
+                        addresses: Optional[Sequence[int]] = None, offsets: Optional[Sequence[int]] = None,
+                        cookies: Optional[Sequence[int]] = None, ref_ctr_offsets: Optional[Sequence[int]] = None,
+                        pid: Optional[int] = None) -> Link:
+        """:meth:`uprobe_multi` on the functions' returns (cilium's ``UretprobeMulti``)."""
+        from .uprobe_multi import attach_uprobe_multi
+
+        return attach_uprobe_multi(self, symbols, prog, retprobe=True, addresses=addresses, offsets=offsets,
+                                   cookies=cookies, ref_ctr_offsets=ref_ctr_offsets, pid=pid)
 
     # -- USDT ---------------------------------------------------------------
 

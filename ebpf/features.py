@@ -103,6 +103,12 @@ def _probe_map(t: int) -> Optional[EBPFError]:
     # libbpf does not know the type (newer than the installed release):
     # ask the kernel.  EINVAL/E2BIG mean it does not know it either.
     key, value, entries, flags = _MAP_ATTRS.get(t, (4, 4, 1, 0))  # type: ignore[call-overload]
+    return _create_map(t, key, value, entries, flags, what, since)
+
+
+def _create_map(t: int, key: int, value: int, entries: int, flags: int, what: str,
+                since: Optional[str]) -> Optional[EBPFError]:
+    """None when the kernel creates this map, else the error ``what`` raises."""
     try:
         fd = _libbpf.map_create_probe(t, key, value, entries, flags)
     except EBPFError as exc:
@@ -438,15 +444,7 @@ def _probe_map_flag(flag: int) -> Optional[EBPFError]:
     if base is not None:
         return base if isinstance(base, PermissionDeniedError) else NotSupportedError(
             what, min_kernel=since, detail=f"the kernel has no {MapType(mtype).name} maps it applies to")
-    try:
-        fd = _libbpf.map_create_probe(int(mtype), key, value, entries, flag | int(extra))
-    except EBPFError as exc:
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            return _unprivileged(what) or NotSupportedError(what, min_kernel=since, errno=exc.errno,
-                                                            detail="refused with EPERM")
-        return NotSupportedError(what, min_kernel=since, errno=exc.errno)
-    os.close(fd)
-    return None
+    return _create_map(int(mtype), key, value, entries, flag | int(extra), what, since)
 
 
 def have_map_flag(flag: Union[MapFlags, int]) -> bool:

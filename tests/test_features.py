@@ -105,14 +105,17 @@ def test_tracing_type_is_there_even_where_fentry_is_refused():
     assert features.have_program_type(ProgramType.TRACING) is True
 
 
-UNPRIVILEGED_PROBES = r"""
+PROBE_IMPORTS = """
 import ebpf
-from ebpf import features, MapType, ProgramType
-for probe, arg in ((features.have_map_type, MapType.HASH), (features.have_map_type, MapType.ARENA),
-                   (features.have_program_type, ProgramType.XDP), (features.have_program_type, ProgramType.NETFILTER),
-                   (features.have_iterator, "task"), (features.have_tracing_programs, None)):
+from ebpf import features, MapFlags, MapType, ProgramType
+from ebpf.link import LinkType
+"""
+
+# One line per call in CALLS: DENIED <error class>, NOTSUPPORTED or YES.
+PROBE_EACH = r"""
+for probe, *args in CALLS:
     try:
-        probe(arg) if arg is not None else probe()
+        probe(*args)
     except ebpf.PermissionDeniedError as exc:
         print("DENIED", type(exc).__name__, probe.__name__)
     except ebpf.NotSupportedError as exc:
@@ -121,15 +124,27 @@ for probe, arg in ((features.have_map_type, MapType.HASH), (features.have_map_ty
         print("YES", probe.__name__)
 """
 
+UNPRIVILEGED_PROBES = """
+CALLS = [(features.have_map_type, MapType.HASH), (features.have_map_type, MapType.ARENA),
+         (features.have_program_type, ProgramType.XDP), (features.have_program_type, ProgramType.NETFILTER),
+         (features.have_iterator, "task"), (features.have_tracing_programs,)]
+"""
 
-def test_probes_without_privilege_say_so():
+
+def unprivileged(calls: str) -> list:
+    """What PROBE_EACH prints for ``calls`` (code setting CALLS) in a process without capabilities."""
+    script = PROBE_IMPORTS + calls + PROBE_EACH
     out = subprocess.run(
-        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", UNPRIVILEGED_PROBES],
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", script],
         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60, cwd="/",
     )
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert len(lines) == 6, out.stdout
+    return out.stdout.splitlines()
+
+
+def test_probes_without_privilege_say_so():
+    lines = unprivileged(UNPRIVILEGED_PROBES)
+    assert len(lines) == 6, lines
     for line in lines:
         assert line.startswith("DENIED PermissionDeniedError"), line
 
@@ -358,34 +373,17 @@ def test_link_type_probe_refuses_kinds_it_cannot_test():
         features.have_link_type(LinkType.XDP)
 
 
-NEW_UNPRIVILEGED_PROBES = r"""
-import ebpf
-from ebpf import features, MapFlags
-from ebpf.link import LinkType
-calls = [(features.have_bounded_loops,), (features.have_large_instructions,), (features.have_v2_isa,),
+NEW_UNPRIVILEGED_PROBES = """
+CALLS = [(features.have_bounded_loops,), (features.have_large_instructions,), (features.have_v2_isa,),
          (features.have_v3_isa,), (features.have_v4_isa,), (features.have_map_flag, MapFlags.MMAPABLE),
          (features.have_map_flag, MapFlags.SEGV_ON_FAULT)]
-calls += [(features.have_link_type, t) for t in (LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.TCX,
+CALLS += [(features.have_link_type, t) for t in (LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.TCX,
                                                  LinkType.NETKIT, LinkType.NETFILTER)]
-for probe, *args in calls:
-    try:
-        probe(*args)
-    except ebpf.PermissionDeniedError as exc:
-        print("DENIED", type(exc).__name__, probe.__name__)
-    except ebpf.NotSupportedError as exc:
-        print("NOTSUPPORTED", probe.__name__, exc)
-    else:
-        print("YES", probe.__name__)
 """
 
 
 def test_new_probes_without_privilege_say_so():
-    out = subprocess.run(
-        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-c", NEW_UNPRIVILEGED_PROBES],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60, cwd="/",
-    )
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert len(lines) == 12, out.stdout
+    lines = unprivileged(NEW_UNPRIVILEGED_PROBES)
+    assert len(lines) == 12, lines
     for line in lines:
         assert line.startswith("DENIED PermissionDeniedError"), line

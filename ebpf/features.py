@@ -461,7 +461,7 @@ def have_map_flag(flag: Union[MapFlags, int]) -> bool:
     except ValueError:
         key = None
     if key is None or int(key) not in _FLAG_PROBES:
-        known = ", ".join(MapFlags(f).name for f in _FLAG_PROBES)
+        known = ", ".join(str(MapFlags(f).name) for f in _FLAG_PROBES)
         raise ValueError(f"no probe for map flag {flag!r}: one of {known}")
     return _raise(_probe_map_flag(int(key)))
 

@@ -119,7 +119,7 @@ def test_tcx_before_after_keywords_are_anchors(netns, coll):
         with L.attach_tcx("lo", p[0], "egress") as l0:
             with L.attach_tcx("lo", p[1], "egress", before=l0):
                 ahead = order(coll)
-            with L.attach_tcx("lo", p[1], "egress", after=p[0]), L.attach_tcx("lo", p[2], "egress", before=p[1]):
+            with L.attach_tcx("lo", p[1], "egress", after=p[0]), L.attach_tcx("lo", p[2], "egress", before=p[1].fd):
                 between = order(coll)
             with pytest.raises(EBPFError, match="not both"):
                 L.attach_tcx("lo", p[1], "egress", anchor=L.head(), before=p[0])

@@ -83,12 +83,17 @@ class Anchor:
             flags |= BPF_F_LINK
         if self.by_id:
             return int(self.target), flags | BPF_F_ID
+        if isinstance(self.target, int):  # a raw fd (before=/after= take those)
+            return self.target, flags
         return int(self.target.fd), flags  # .fd of a closed object raises ClosedError
 
     def __str__(self) -> str:
         if self.target is None:
             return "head" if self.position == "before" else "tail"
-        what = f"{self.kind} id {int(self.target)}" if self.by_id else f"{self.kind} {_describe(self.target)}"
+        if self.by_id or isinstance(self.target, int):
+            what = f"{self.kind} {'id' if self.by_id else 'fd'} {int(self.target)}"
+        else:
+            what = f"{self.kind} {_describe(self.target)}"
         return f"{self.position} {what}"
 
 
@@ -194,6 +199,8 @@ def legacy_anchor(before: Any, after: Any, fn: str) -> Any:
     if isinstance(target, Link):
         raise EBPFError(f"{fn}: a {type(target).__name__} cannot anchor a link; pass a tcx/netkit link or a Program",
                         errno.EINVAL)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return Anchor(position, target)  # a program's fd, as program_fd() takes it
     return Anchor(position, _program(target, f"{fn} {position}="))
 
 

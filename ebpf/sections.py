@@ -39,6 +39,8 @@ class Hook(enum.Enum):
     UPROBE = "uprobe"  # [<binary>:<function>[+<offset>]]
     URETPROBE = "uretprobe"
     USDT = "usdt"  # [<binary>:<provider>:<name>]
+    UPROBE_MULTI = "uprobe_multi"  # [<binary>:<glob>]
+    URETPROBE_MULTI = "uretprobe_multi"
     STRUCT_OPS = "struct_ops"  # a member of an ops struct
 
 
@@ -100,6 +102,12 @@ SECTIONS: Tuple[Section, ...] = (
     Section("tcx/egress", program_type=ProgramType.SCHED_CLS, attach_type=AttachType.TCX_EGRESS),
     Section("netkit/primary", program_type=ProgramType.SCHED_CLS, attach_type=AttachType.NETKIT_PRIMARY),
     Section("netkit/peer", program_type=ProgramType.SCHED_CLS, attach_type=AttachType.NETKIT_PEER),
+    Section("uprobe.multi", program_type=ProgramType.KPROBE, attach_type=AttachType.TRACE_UPROBE_MULTI),
+    Section("uretprobe.multi", program_type=ProgramType.KPROBE, attach_type=AttachType.TRACE_UPROBE_MULTI),
+    Section("uprobe.multi/", _H.UPROBE_MULTI, program_type=ProgramType.KPROBE,
+            attach_type=AttachType.TRACE_UPROBE_MULTI),
+    Section("uretprobe.multi/", _H.URETPROBE_MULTI, program_type=ProgramType.KPROBE,
+            attach_type=AttachType.TRACE_UPROBE_MULTI),
 )
 
 _BY_NAME: Dict[str, Section] = {s.name: s for s in SECTIONS}
@@ -135,7 +143,7 @@ def attach_to(section: str) -> str:
 
 def newer_section_types(section: str) -> Optional[Tuple[ProgramType, AttachType]]:
     """Program and attach type of a section libbpf 1.1 does not know."""
-    row = _BY_NAME.get(section)
+    row = _BY_NAME.get(section) or lookup(section)[0]  # exact, or "prefix/..."
     if row is None or row.program_type is None:
         return None
     return row.program_type, row.attach_type if row.attach_type is not None else AttachType.NONE

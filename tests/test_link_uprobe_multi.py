@@ -29,12 +29,14 @@ FUNCS = ["target_value", "target_add", "target_asm"]
 
 
 def multi_spec() -> ebpf.CollectionSpec:
-    """The fixture, its programs set to load for uprobe.multi (libbpf 1.1.2
-    reads their sections as plain uprobes)."""
-    spec = ebpf.load_collection_spec(fixture_path("uprobe_multi.o"))
-    for p in spec.programs.values():
-        p.attach_type = AttachType.TRACE_UPROBE_MULTI
-    return spec
+    return ebpf.load_collection_spec(fixture_path("uprobe_multi.o"))
+
+
+def test_uprobe_multi_sections_have_their_types():
+    # libbpf 1.1.2 reads SEC("uprobe.multi") as UNSPEC; the section table knows better.
+    for name in ("multi_entry", "multi_return"):
+        p = multi_spec().programs[name]
+        assert (p.type, p.attach_type) == (ProgramType.KPROBE, AttachType.TRACE_UPROBE_MULTI), name
 
 
 @pytest.fixture
@@ -141,8 +143,9 @@ def test_typed_errors(coll):
 
 def test_wrong_programs_are_refused_before_any_syscall(coll):
     exe = open_executable(target_bin())
-    plain = ebpf.Collection(ebpf.load_collection_spec(fixture_path("uprobe_multi.o")))  # attach type 0
-    with plain:
+    spec = multi_spec()
+    spec.programs["multi_entry"].attach_type = AttachType.NONE  # a plain uprobe program
+    with ebpf.Collection(spec) as plain:
         with pytest.raises(InvalidObjectError, match="TRACE_UPROBE_MULTI"):
             exe.uprobe_multi(FUNCS, plain.programs["multi_entry"])
     insns = asm.Instructions([asm.mov_imm(asm.R0, 0), asm.exit()])
@@ -170,3 +173,18 @@ def test_a_kernel_without_uprobe_multi_is_not_supported(coll, monkeypatch):
     with pytest.raises(NotSupportedError) as exc:
         open_executable(target_bin()).uprobe_multi(FUNCS, coll.programs["multi_entry"])
     assert exc.value.min_kernel == "6.6"
+
+
+def test_auto_attach_of_a_uprobe_multi_section_with_a_glob(coll):
+    from ebpf.link.auto import section_hook
+
+    attach = section_hook(f"uprobe.multi/{target_bin()}:target_a*")  # target_add, target_asm
+    assert section_hook("uprobe.multi") is None  # no binary: attached by hand
+    with attach(coll.programs["multi_entry"]) as link:
+        info = link.info()
+        run_target()
+    exe = open_executable(target_bin())
+    assert sorted(info.extra["offsets"]) == sorted([exe.address("target_add"), exe.address("target_asm")])
+    assert counts(coll, "entry_hits")[0] == 2 * COUNT  # no cookies: every hit under 0
+    with pytest.raises(SymbolNotFoundError):
+        section_hook(f"uretprobe.multi/{target_bin()}:nothing_like_this*")(coll.programs["multi_return"])

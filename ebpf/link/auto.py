@@ -15,6 +15,8 @@ Recognised sections (with their sleepable ``.s`` forms; the table is
   ``kretsyscall/<name>``, ``kprobe.multi/<pattern>``, ``kretprobe.multi/<pattern>``
 * ``uprobe/<binary>:<func>[+<offset>]``, ``uretprobe/...``,
   ``usdt/<binary>:<provider>:<name>`` (only with the full spec)
+* ``uprobe.multi/<binary>:<glob>``, ``uretprobe.multi/<binary>:<glob>``: one
+  uprobe.multi link on every function of the binary the glob matches
 
 Everything else (``perf_event``, ``xdp``, ``tc``, ``cgroup/...``, ``socket``,
 ``freplace``, ...) is skipped: its target is not in the section name.
@@ -112,6 +114,23 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
             return method(symbol, prog, offset=offset)
 
         return attach_uprobe
+    if hook in (Hook.UPROBE_MULTI, Hook.URETPROBE_MULTI):
+        path, sep, pattern = rest.rpartition(":")
+        if not sep or not path or not pattern:
+            return None
+        ret = hook is Hook.URETPROBE_MULTI
+
+        def attach_uprobe_multi(prog: Any) -> Link:
+            from .uprobe import SymbolNotFoundError, open_executable
+
+            exe = open_executable(path)
+            symbols = fnmatch.filter(exe.symbols(), pattern)
+            if not symbols:
+                raise SymbolNotFoundError(pattern, exe.path)
+            method = exe.uretprobe_multi if ret else exe.uprobe_multi
+            return method(symbols, prog)
+
+        return attach_uprobe_multi
     if hook is Hook.USDT:
         parts = rest.rsplit(":", 2)
         if len(parts) != 3 or not all(parts):

@@ -550,19 +550,28 @@ def require(name: str, feature: Optional[str] = None) -> Any:
 # caller passes exactly those types, and every 64-bit argument as a ctypes
 # instance (see :func:`u64`): maps.py's element operations do.  The table
 # entry stays the documentation of the C signature.
+# They also come from a second handle on the library opened without
+# use_errno: they return -errno themselves, and saving errno around each
+# call costs another ~30 ns (dlopen hands back the same library).
 _UNCHECKED: Dict[str, Any] = {}
-UNCHECKED_OK = ("bpf_map_lookup_elem", "bpf_map_lookup_elem_flags", "bpf_map_update_elem", "bpf_map_delete_elem")
+_HOT_CDLL: Optional[ctypes.CDLL] = None
+UNCHECKED_OK = ("bpf_map_lookup_elem", "bpf_map_lookup_elem_flags", "bpf_map_update_elem", "bpf_map_delete_elem",
+                "bpf_map_lookup_and_delete_elem", "bpf_map_get_next_key")
 
 
 def unchecked(name: str) -> Any:
     """``name`` as a ctypes function with its restype but no argtypes."""
+    global _HOT_CDLL
     fn = _UNCHECKED.get(name)
     if fn is None:
         if name not in UNCHECKED_OK:
             raise ValueError(f"{name} is not cleared for calls without argtypes")
-        cdll = _load()
+        _load()
+        with _LOAD_LOCK:
+            if _HOT_CDLL is None:
+                _HOT_CDLL = ctypes.CDLL(_library_path())
         # A fresh function object: the one in _FUNCS keeps its argtypes.
-        fn = cdll[name]
+        fn = _HOT_CDLL[name]
         fn.restype = SIGNATURES[name][0]
         _UNCHECKED[name] = fn
     return fn
@@ -1152,6 +1161,104 @@ def prog_test_run(fd: int, data: bytes, ctx: Optional[bytes], data_out_size: int
 
 
 # -- maps and marshalling --
+
+
+def map_elem_calls() -> Tuple[Any, Any, Any, Any, Any, Any]:
+    """The element calls of ``Map``'s hot path as bound ctypes functions:
+    ``(lookup, lookup_flags, update, delete, lookup_and_delete, next_key)``.
+
+    Handed out rather than wrapped: a wrapper would add a Python call
+    (about 10% of a lookup, ``bench/maps.py``) to every element operation.
+    They are :func:`unchecked` (no argtypes, no errcheck): pass the fd as an
+    int, keys and values as ``bytes`` or ctypes arrays (``None`` for NULL),
+    64-bit flags as a :func:`u64`; each returns 0 or ``-errno``.
+    """
+    return (
+        unchecked("bpf_map_lookup_elem"),
+        unchecked("bpf_map_lookup_elem_flags"),
+        unchecked("bpf_map_update_elem"),
+        unchecked("bpf_map_delete_elem"),
+        unchecked("bpf_map_lookup_and_delete_elem"),
+        unchecked("bpf_map_get_next_key"),
+    )
+
+
+def map_create(map_type: int, name: bytes, key_size: int, value_size: int, max_entries: int, *,
+               flags: int = 0, numa_node: int = 0, map_extra: int = 0, inner_map_fd: int = 0) -> int:
+    """``bpf_map_create``; the new fd, or the typed errno error."""
+    opts = bpf_map_create_opts(map_flags=flags, numa_node=numa_node, map_extra=map_extra, inner_map_fd=inner_map_fd)
+    return int(lib.bpf_map_create(map_type, name or None, key_size, value_size, max_entries, ctypes.byref(opts)))
+
+
+def map_freeze(fd: int) -> None:
+    lib.bpf_map_freeze(fd)
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    return int(lib.bpf_map_get_fd_by_id(map_id))
+
+
+def map_lookup_batch(fd: int, cursor: Optional[bytes], out_cursor: Any, keys: Any, values: Any, count: int,
+                     delete: bool = False) -> Tuple[int, int]:
+    """``bpf_map_lookup[_and_delete]_batch``: ``(0 or -errno, entries read)``.
+    ``cursor`` is None for the first batch; ``out_cursor``, ``keys`` and
+    ``values`` are writable buffers of the caller."""
+    n = c_uint32(count)
+    opts = bpf_map_batch_opts()
+    fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+    ret = fn(fd, cursor, out_cursor, keys, values, ctypes.byref(n), ctypes.byref(opts))
+    return ret, n.value
+
+
+def map_update_batch(fd: int, keys: bytes, values: bytes, count: int, elem_flags: int = 0) -> Tuple[int, int]:
+    """``bpf_map_update_batch``: ``(0 or -errno, entries written)``."""
+    n = c_uint32(count)
+    opts = bpf_map_batch_opts(elem_flags=elem_flags)
+    ret = lib.bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts))
+    return ret, n.value
+
+
+def map_delete_batch(fd: int, keys: bytes, count: int) -> Tuple[int, int]:
+    """``bpf_map_delete_batch``: ``(0 or -errno, entries deleted)``."""
+    n = c_uint32(count)
+    opts = bpf_map_batch_opts()
+    ret = lib.bpf_map_delete_batch(fd, keys, ctypes.byref(n), ctypes.byref(opts))
+    return ret, n.value
+
+
+def obj_pin(fd: int, path: str) -> None:
+    lib.bpf_obj_pin(fd, os.fsencode(path))
+
+
+def obj_get(path: str, read_only: bool = False) -> int:
+    """Open the object pinned at ``path`` (read-only where libbpf can say so)."""
+    if read_only and has("bpf_obj_get_opts"):
+        opts = bpf_obj_get_opts(file_flags=1 << 3)  # BPF_F_RDONLY
+        return int(lib.bpf_obj_get_opts(os.fsencode(path), opts))
+    return int(lib.bpf_obj_get(os.fsencode(path)))
+
+
+# ring_buffer__* for the readers' libbpf backend (ebpf/ringbuf.py).
+_ring_sample_t = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+
+def ring_buffer_new(fd: int, on_sample: Callable[[Any, int, int], int]) -> Tuple[Any, Any]:
+    """A libbpf ring buffer consumer of map ``fd``: ``(handle, callback)``.
+    ``on_sample(ctx, address, size)`` runs per record (its bytes are
+    :func:`string_at` ``(address, size)``) and must not raise; a negative
+    return stops the consume call after that record.  Keep the callback
+    alive as long as the handle."""
+    cb = _ring_sample_t(on_sample)
+    return lib.ring_buffer__new(fd, ctypes.cast(cb, c_void_p), None, None), cb
+
+
+def ring_buffer_consume(rb: Any) -> int:
+    return int(lib.ring_buffer__consume(rb))
+
+
+def ring_buffer_free(rb: Any) -> None:
+    lib.ring_buffer__free(rb)
+
 
 # -- links, info, features --
 #

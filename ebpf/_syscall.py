@@ -23,12 +23,13 @@ marshalling, loader.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from ctypes import Structure, Union, c_char, c_int32, c_uint8, c_uint16, c_uint32, c_uint64
 from typing import Any, List, Optional, TypeVar
 
 from . import _libbpf
-from .errors import NotSupportedError
+from .errors import EBPFError, NotSupportedError
 
 _T = TypeVar("_T")
 
@@ -686,5 +687,31 @@ class perf_event_attr(Structure):
 
 
 # -- maps and marshalling --
+
+# renameat2(2) with RENAME_NOREPLACE: moving a pin (cilium's Pin of an object
+# already pinned elsewhere) must never replace a file at the new path, and
+# os.rename would; Python has no renameat2.
+_RENAMEAT2_NR = {"x86_64": 316, "aarch64": 276, "riscv64": 276, "ppc64le": 357, "s390x": 347}
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(old: str, new: str) -> None:
+    """Rename ``old`` to ``new``; OSError (FileExistsError, ...) on failure."""
+    nr = _RENAMEAT2_NR.get(os.uname().machine)
+    if nr is None:
+        # No syscall number: refuse to overwrite, then rename (not atomic).
+        if os.path.lexists(new):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+        os.rename(old, new)
+        return
+    try:
+        _libbpf.raw_syscall(nr, ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(os.fsencode(old)),
+                            ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(os.fsencode(new)),
+                            ctypes.c_uint(_RENAME_NOREPLACE))
+    except EBPFError as exc:
+        err = exc.errno or errno.EINVAL
+        raise OSError(err, os.strerror(err), new) from None
+
 
 # -- loader --

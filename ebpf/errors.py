@@ -29,6 +29,7 @@ __all__ = [
     "InvalidObjectError",
     "PinError",
     "MarshalError",
+    "MarshalTypeError",
 ]
 
 
@@ -189,8 +190,20 @@ class InvalidObjectError(EBPFError, ValueError):
 
 class MarshalError(EBPFError, ValueError):
     """A key or value that does not fit the map or variable (wrong size,
-    integer out of range).  Raised before any syscall."""
+    integer out of range, mismatched batch lengths).  Raised before any
+    syscall."""
+
+
+class MarshalTypeError(MarshalError, TypeError):
+    """A key or value of a type the map cannot take (``None``, ``str``,
+    ``float`` for an integer slot, ...): a :class:`MarshalError` that is
+    also a ``TypeError``."""
 
 
 class PinError(EBPFError, ValueError):
-    """A pin path is unusable (not on bpffs, missing directory, ...)."""
+    """A pin path is unusable (not on bpffs, missing directory, ...), or it
+    holds another kind of object than the one asked for: then ``found``
+    names what is there (``"map"``, ``"program"``, ``"link"``, or what the
+    file is)."""
+
+    found: Optional[str] = None

@@ -468,7 +468,7 @@ class _ObjectJob:
         if ms.pinning == PinType.BY_NAME:
             path = self.pin_file(ms)
             if os.path.exists(path):
-                fd = open_pinned(path)
+                fd = open_pinned(path, kind="map")
                 try:
                     check_compatible(ms, map_info(fd), f"map {key} pinned at {path}")
                 finally:

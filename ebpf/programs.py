@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
 from . import _libbpf, _loader
-from ._fd import FDOwner, open_pinned
+from ._fd import FDOwner, in_flight, open_pinned
 from .errors import EBPFError, KeyNotExistError, NotSupportedError
 from .info import ProgramInfo, program_info
 from .spec import ProgramSpec
@@ -110,6 +110,7 @@ class Program(FDOwner):
         t = self._type.name if isinstance(self._type, ProgramType) else self._type
         return f"<Program {self._name!r} {t} {state}>"
 
+    @in_flight
     def info(self) -> ProgramInfo:
         """What the kernel reports about this program."""
         return program_info(self.fd)
@@ -122,6 +123,7 @@ class Program(FDOwner):
 
     # -- BPF_PROG_TEST_RUN ---------------------------------------------------
 
+    @in_flight
     def run(
         self,
         data: bytes = b"",
@@ -183,7 +185,7 @@ def new_program(spec: ProgramSpec, **kwargs: Any) -> Program:
 
 def load_pinned_program(path: "os.PathLike[str] | str") -> Program:
     """Open a program pinned at ``path``."""
-    fd = open_pinned(path)
+    fd = open_pinned(path, kind="program")
     p = Program._from_fd(fd)
     p._pinned_path = os.fspath(path)
     return p

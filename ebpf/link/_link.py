@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable
 
 from .. import _libbpf, _syscall
-from .._fd import FDOwner, open_pinned
+from .._fd import FDOwner, in_flight, open_pinned
 from .._handle import Handle
 from ..errors import ENOTSUPP, ClosedError, EBPFError, InvalidObjectError, NotSupportedError
 from ..info import _enum
@@ -242,6 +242,7 @@ class FDLink(FDOwner, Link):
     def unpin(self) -> None:
         FDOwner.unpin(self)
 
+    @in_flight
     def update(self, prog: Any, old_prog: Any = None) -> None:
         """Replace the program (``BPF_LINK_UPDATE``).
 
@@ -260,9 +261,11 @@ class FDLink(FDOwner, Link):
                                             detail=str(exc)) from None
             raise
 
+    @in_flight
     def info(self) -> LinkInfo:
         return link_info(self.fd)
 
+    @in_flight
     def detach(self) -> None:
         """Detach the program even if the link is pinned elsewhere."""
         try:

@@ -58,7 +58,10 @@ class TypedMap(Map, Generic[K, V]):
         m.close()
         return new
 
-    if TYPE_CHECKING:  # the element methods with K and V; at run time Map's own
+    # The element methods with K and V; at run time Map's own.  (Map is a
+    # MutableMapping whose keys()/values()/items() are iterators and whose
+    # update() also takes one mapping: hence the overrides.)
+    if TYPE_CHECKING:
         def lookup(self, key: K = ..., flags: int = 0) -> V: ...
 
         @overload
@@ -72,7 +75,7 @@ class TypedMap(Map, Generic[K, V]):
 
         def get(self, key: Any = None, default: Any = None) -> Any: ...
 
-        def update(self, key: K, value: V, flags: int = UpdateFlags.ANY) -> None: ...
+        def update(self, key: K, value: V, flags: int = UpdateFlags.ANY) -> None: ...  # type: ignore[override]
 
         def put(self, key: K, value: V) -> None: ...
 
@@ -84,17 +87,17 @@ class TypedMap(Map, Generic[K, V]):
 
         def __getitem__(self, key: K = ..., flags: int = 0) -> V: ...
 
-        def __setitem__(self, key: K, value: V, flags: int = UpdateFlags.ANY) -> None: ...
+        def __setitem__(self, key: K, value: V, flags: int = UpdateFlags.ANY) -> None: ...  # type: ignore[override]
 
         def __delitem__(self, key: K) -> None: ...
 
         def __iter__(self) -> Iterator[K]: ...
 
-        def keys(self) -> Iterator[K]: ...
+        def keys(self) -> Iterator[K]: ...  # type: ignore[override]
 
-        def values(self) -> Iterator[V]: ...
+        def values(self) -> Iterator[V]: ...  # type: ignore[override]
 
-        def items(self) -> Iterator[Tuple[K, V]]: ...
+        def items(self) -> Iterator[Tuple[K, V]]: ...  # type: ignore[override]
 
         def batch_lookup(
             self, cursor: Optional[bytes] = None, count: int = 4096

@@ -37,7 +37,7 @@ import mmap
 import os
 import struct
 import sys
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _libbpf, _syscall
 from ._syscall import (
@@ -49,8 +49,9 @@ from ._syscall import (
     PERF_TYPE_SOFTWARE,
 )
 from ._epoll import EventReader, Poller, close_all
+from ._marshal import SampleDecoder, value_codec
 from .errors import ClosedError, EBPFError, InvalidObjectError
-from .ringbuf import _Decoders, value_codec
+from .maps import Map
 from .types import MapType
 
 __all__ = ["Reader", "Record"]
@@ -108,7 +109,7 @@ def ring_bytes(per_cpu_buffer: int) -> int:
 class _CPURing:
     """One CPU's perf event and its mapped ring."""
 
-    def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[_Decoders]) -> None:
+    def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[SampleDecoder]) -> None:
         attr = _syscall.perf_event_attr(
             type=PERF_TYPE_SOFTWARE,
             config=PERF_COUNT_SW_BPF_OUTPUT,
@@ -189,7 +190,7 @@ class _CPURing:
                     else:
                         left = avail - pos
                         remaining = range(left - size, left - size * (run + 1), -size)
-                        values = dec.many(size - 12, samples) if dec is not None else rep(None)
+                        values = dec.many(size - 12, samples, buf, pos + 12, size) if dec is not None else rep(None)
                         out.append(map(_new, rep(Record), zip(rep(cpu), samples, rep(0), remaining, values)))
                     pos += run * size
                     n += run
@@ -224,7 +225,7 @@ class _CPURing:
             _close(fd)
 
 
-def _first_other(t: tuple, size: int) -> int:
+def _first_other(t: Tuple[Any, ...], size: int) -> int:
     for i in range(0, len(t), 4):
         if t[i] != PERF_RECORD_SAMPLE or t[i + 1] != size:
             return i // 4
@@ -262,8 +263,9 @@ class Reader(EventReader):
         self._init_state()
         self._rings: List[_CPURing] = []
         self._map_fd = -1
-        from .maps import Map
-
+        # Bound now: _free() runs from the finalizer too, when module
+        # globals may already be gone.
+        self._delete_elem = _libbpf.map_elem_calls()[3]
         if not isinstance(map, Map):
             raise TypeError(f"perf.Reader needs an ebpf.Map, not {type(map).__name__}")
         if map.closed:
@@ -282,17 +284,17 @@ class Reader(EventReader):
         if watermark >= data_size:
             raise ValueError(f"watermark ({watermark}) must be smaller than the per-CPU buffer ({data_size} bytes)")
         codec = value_codec(value_type)
-        decoders = _Decoders(codec) if codec is not None else None
+        decoders = SampleDecoder(codec) if codec is not None else None
         self._map = map
         self.per_cpu_buffer = data_size
         self._lost = [0]
-        self._fd_cpu: dict = {}
+        self._fd_cpu: Dict[int, int] = {}
         self._next = 0
         self._poller = Poller()
         try:
             # Closing the last fd of the array's file removes our entries:
             # keep one of our own.
-            self._map_fd = os.dup(map.fd)
+            self._map_fd = map._dup()
             # The kernel's size: a spec may say 0 ("one slot per CPU").
             ncpus = min(map.info().max_entries, _libbpf.num_possible_cpus())
             for cpu in range(ncpus):
@@ -337,11 +339,11 @@ class Reader(EventReader):
         with self._lock:
             if self._closed:
                 raise ClosedError(self._kind)
-            update, delete = _libbpf.lib.bpf_map_update_elem, _libbpf.lib.bpf_map_delete_elem
+            _, _, update, delete, _, _ = _libbpf.map_elem_calls()
             for r in self._rings:
                 key = r.cpu.to_bytes(4, _ORDER)
                 if install:
-                    ret = update(self._map_fd, key, r.fd.to_bytes(4, _ORDER), 0)
+                    ret = update(self._map_fd, key, r.fd.to_bytes(4, _ORDER), _libbpf.u64(0))
                     if ret < 0:
                         raise _libbpf.errno_error(-ret, f"perf.Reader: storing the event fd of CPU {r.cpu} in map {self._map.name}")
                 else:
@@ -374,7 +376,7 @@ class Reader(EventReader):
         fd, self._map_fd = self._map_fd, -1
         closers: List[Callable[[], Any]] = []
         if fd >= 0:
-            delete = _libbpf.lib.bpf_map_delete_elem
+            delete = self._delete_elem
             # Programs must not keep writing into rings nobody reads.
             closers.extend(functools.partial(delete, fd, r.cpu.to_bytes(4, _ORDER)) for r in rings)
         closers.extend(r.close for r in rings)

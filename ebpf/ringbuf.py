@@ -48,12 +48,14 @@ import select
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _libbpf
 from ._epoll import EventReader, Poller, close_all
 from ._handle import Handle
+from ._marshal import SampleDecoder, value_codec
 from .errors import ClosedError, InvalidObjectError, MarshalError
+from .maps import Map
 from .types import MapType
 
 __all__ = ["Reader", "Record", "Writer"]
@@ -110,52 +112,8 @@ def _first_mismatch(lens: Sequence[int], length: int) -> int:
     return len(lens)
 
 
-def value_codec(value_type: Any) -> Any:
-    """A decoder (``.decode(bytes)``, ``.size``) for ``value_type``: a BTF
-    type (through :func:`ebpf.btf.codec_for`) or an object that already has
-    ``decode`` and ``size`` (a codec).  None stays None."""
-    if value_type is None:
-        return None
-    if hasattr(value_type, "decode") and hasattr(value_type, "size"):
-        return value_type
-    from .btf import codec_for
-    from .btf import types as T
-
-    if not isinstance(value_type, T.Type):
-        raise TypeError(f"value_type must be a BTF type (ebpf.btf) or a codec, not {type(value_type).__name__}")
-    return codec_for(value_type)
-
-
-class _Decoders:
-    """Per sample length: how to turn samples of that length into values."""
-
-    def __init__(self, codec: Any) -> None:
-        self.codec = codec
-        self.size = codec.size
-        self._cache: dict = {}
-
-    def many(self, length: int, samples: Sequence[bytes]) -> Iterable[Any]:
-        size = self.size
-        if length == size:
-            return map(self.codec.decode, samples)
-        if length > size:
-            return map(self.codec.decode, [s[:size] for s in samples])
-        return itertools.repeat(None, len(samples))
-
-    def one(self, sample: bytes) -> Any:
-        size = self.size
-        n = len(sample)
-        if n == size:
-            return self.codec.decode(sample)
-        if n > size:
-            return self.codec.decode(sample[:size])
-        return None
-
-
 def _check_map(m: Any, want: MapType, what: str) -> int:
     """The ring size of ``m`` after checking it is a usable ``want`` map."""
-    from .maps import Map
-
     if not isinstance(m, Map):
         raise TypeError(f"{what} needs an ebpf.Map, not {type(m).__name__}")
     if m.closed:
@@ -190,7 +148,7 @@ def _mmap(fd: int, length: int, prot: int, offset: int, what: str) -> mmap.mmap:
 class _MmapRing:
     """One RINGBUF map mapped into the process and walked in Python."""
 
-    def __init__(self, fd: int, size: int, index: int, decoders: Optional[_Decoders]) -> None:
+    def __init__(self, fd: int, size: int, index: int, decoders: Optional[SampleDecoder]) -> None:
         page = mmap.PAGESIZE
         self.page = page
         self.mask = size - 1
@@ -260,7 +218,7 @@ class _MmapRing:
                 else:
                     # Lazy: records are built when the caller takes them.
                     remaining = range(prod - cons - stride, prod - end - stride, -stride)
-                    values = dec.many(length, samples) if dec is not None else rep(None)
+                    values = dec.many(length, samples, data, off + HEADER_SIZE, stride) if dec is not None else rep(None)
                     out.append(map(_new, rep(Record), zip(samples, remaining, values, rep(ring))))
                 cons = end
                 n += run
@@ -282,24 +240,16 @@ class _MmapRing:
         self._cons_mm.close()
 
 
-_sample_fn_t = None
-
-
 class _LibbpfRing:
     """One RINGBUF map consumed through libbpf's ring_buffer__consume."""
 
-    def __init__(self, fd: int, size: int, index: int, decoders: Optional[_Decoders]) -> None:
-        import ctypes
-
-        global _sample_fn_t
-        if _sample_fn_t is None:
-            _sample_fn_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    def __init__(self, fd: int, size: int, index: int, decoders: Optional[SampleDecoder]) -> None:
         self.index = index
         self.decoders = decoders
         self._out: List[Any] = []
         self._left = 0
         self._error: Optional[BaseException] = None
-        string_at = ctypes.string_at
+        string_at = _libbpf.string_at
 
         def on_sample(_ctx: Any, data: int, size: int) -> int:
             try:
@@ -314,8 +264,7 @@ class _LibbpfRing:
             # already consumed: the record is kept.
             return -1 if self._left <= 0 else 0
 
-        self._cb = _sample_fn_t(on_sample)
-        self._rb = _libbpf.lib.ring_buffer__new(fd, ctypes.cast(self._cb, ctypes.c_void_p), None, None)
+        self._rb, self._cb = _libbpf.ring_buffer_new(fd, on_sample)
 
     def available(self) -> int:
         return 0
@@ -323,7 +272,7 @@ class _LibbpfRing:
     def drain(self, out: List[Any], limit: int, raw: bool) -> int:
         got: List[Any] = []
         self._out, self._left, self._error = got, limit, None
-        _libbpf.lib.ring_buffer__consume(self._rb)
+        _libbpf.ring_buffer_consume(self._rb)
         self._out = []
         if self._error is not None:
             raise self._error
@@ -334,7 +283,7 @@ class _LibbpfRing:
     def close(self) -> None:
         rb, self._rb = self._rb, None
         if rb:
-            _libbpf.lib.ring_buffer__free(rb)
+            _libbpf.ring_buffer_free(rb)
 
 
 class Reader(EventReader):
@@ -373,17 +322,17 @@ class Reader(EventReader):
         try:
             for i, (m, size) in enumerate(zip(maps, sizes)):
                 # Our own fd: epoll and the mapping outlive a closed Map.
-                fd = os.dup(m.fd)
+                fd = m._dup()
                 self._fds.append(fd)
                 self._poller.add(fd)
                 codec = value_codec(value_type if value_type is not None else m.spec.value)
-                self._rings.append(ring_cls(fd, size, i, _Decoders(codec) if codec is not None else None))
+                self._rings.append(ring_cls(fd, size, i, SampleDecoder(codec) if codec is not None else None))
         except BaseException:
             self.close()
             raise
 
     @property
-    def maps(self) -> tuple:
+    def maps(self) -> Tuple[Any, ...]:
         """The maps read, in the order of :attr:`Record.ring`."""
         return self._maps
 
@@ -403,7 +352,7 @@ class Reader(EventReader):
     def _drain(self, out: List[Any], limit: int, raw: bool) -> int:
         rings = self._rings
         if len(rings) == 1:
-            return rings[0].drain(out, limit, raw)
+            return int(rings[0].drain(out, limit, raw))
         n = 0
         k = len(rings)
         start = self._next
@@ -452,7 +401,7 @@ class Writer(Handle):
         self._ep: Optional[Any] = None
         self._cons_mm = self._data_mm = None
         self._views: List[memoryview] = []
-        self._fd = os.dup(map.fd)
+        self._fd = map._dup()
         Handle.__init__(self)
         try:
             # The kernel owns the consumer page: read-only for us.
@@ -475,8 +424,9 @@ class Writer(Handle):
 
     def free_bytes(self) -> int:
         """Bytes the producer may still use (headers included)."""
-        self._check_open()
-        return self.size - (self._prod - self._cons_q[0])
+        with self._lock:  # close() unmaps under the same lock
+            self._check_open()
+            return self.size - (self._prod - self._cons_q[0])
 
     def _record_size(self, n: int) -> int:
         total = (n + HEADER_SIZE + 7) & ~7

@@ -21,6 +21,8 @@ from ebpf.errors import (
     PinError,
 )
 
+from conftest import fixture_path as fixture
+
 pytestmark = pytest.mark.kernel
 
 NCPU = None
@@ -386,3 +388,247 @@ def test_perf_event_array_without_sizes_gets_one_slot_per_cpu():
         n = _libbpf.num_possible_cpus()
         assert (m.key_size, m.value_size, m.max_entries) == (4, 4, n)
         assert m.info().max_entries == n
+
+
+# -- pins are type-checked and move (issue #11, item 3) -------------------------
+
+
+def _prog() -> ebpf.Program:
+    spec = ebpf.ProgramSpec("pinned_prog", ebpf.ProgramType.SOCKET_FILTER, instructions=_ret(0), license="GPL")
+    return ebpf.Program(spec)
+
+
+def test_load_pinned_map_of_a_pinned_program_says_what_is_there(pin_dir):
+    with _prog() as p:
+        p.pin(pin_dir / "p")
+        with pytest.raises(PinError, match="is a program, not a map") as info:
+            ebpf.load_pinned_map(pin_dir / "p")
+        assert info.value.found == "program"
+
+
+def test_load_pinned_program_of_a_pinned_map_says_what_is_there(pin_dir):
+    with ebpf.Map(MapSpec("pinned_map", MapType.ARRAY, 4, 4, 1)) as m:
+        m.pin(pin_dir / "m")
+        with pytest.raises(PinError, match="is a map, not a program") as info:
+            ebpf.load_pinned_program(pin_dir / "m")
+        assert info.value.found == "map"
+
+
+def test_load_pinned_outside_bpffs_is_a_pin_error():
+    for load in (ebpf.load_pinned_map, ebpf.load_pinned_program):
+        with pytest.raises(PinError, match="not a bpf filesystem"):
+            load("/etc/passwd")
+
+
+def test_load_pinned_map_checks_a_given_spec(pin_dir):
+    spec = MapSpec("pin_spec", MapType.HASH, 4, 8, 16)
+    with ebpf.Map(spec) as m:
+        m[1] = 5
+        m.pin(pin_dir / "m")
+        with ebpf.load_pinned_map(pin_dir / "m", spec=spec) as again:
+            assert again[1] == u64(5)
+        wrong = spec.copy()
+        wrong.value_size, wrong.max_entries = 4, 32
+        with pytest.raises(MapIncompatibleError) as info:
+            ebpf.load_pinned_map(pin_dir / "m", spec=wrong)
+        assert set(info.value.differences) == {"value_size", "max_entries"}
+
+
+def test_pinning_a_pinned_map_moves_the_pin(pin_dir):
+    a, b = pin_dir / "a", pin_dir / "b"
+    with ebpf.Map(MapSpec("pin_move", MapType.ARRAY, 4, 4, 1)) as m:
+        m[0] = 3
+        m.pin(a)
+        m.pin(b)
+        assert not a.exists() and b.exists()
+        assert m.pinned_path == str(b)
+        with ebpf.load_pinned_map(b) as again:
+            assert again.info().id == m.info().id
+        # Never over an existing file, and the old pin stays where it is.
+        (pin_dir / "c").mkdir()
+        with pytest.raises(PinError):
+            m.pin(pin_dir / "c")
+        assert b.exists() and m.pinned_path == str(b)
+        m.unpin()
+        assert not b.exists()
+
+
+# -- values' errors (issue #11, item 7) -------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [None, "1", 1.5, [1], object()])
+def test_wrong_type_keys_and_values_are_marshal_type_errors(hmap, bad):
+    with pytest.raises(MarshalError) as info:
+        hmap.update(bad, 1)
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(MarshalError) as info:
+        hmap.lookup(bad)
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(MarshalError) as info:
+        hmap.update(1, bad)
+    assert isinstance(info.value, TypeError)
+    assert list(hmap.keys()) == []
+
+
+def test_wrong_type_values_of_btf_maps_are_marshal_type_errors():
+    spec = ebpf.load_collection_spec(fixture("btf_values.o"))
+    ms = spec.maps["u32_map"]
+    with ebpf.Map(MapSpec("btf_u32", MapType.ARRAY, 4, 4, 4, key=ms.key, value=ms.value)) as m:
+        for bad in (None, "x", 1.5):
+            with pytest.raises(MarshalError) as info:
+                m[0] = bad
+            assert isinstance(info.value, TypeError)
+            with pytest.raises(MarshalError) as info:
+                m[bad]
+            assert isinstance(info.value, TypeError)
+
+
+def test_batch_update_length_mismatch_is_a_marshal_error(hmap):
+    with pytest.raises(MarshalError, match="2 keys but 1 values"):
+        hmap.batch_update([1, 2], [1])
+
+
+def test_full_hash_map_names_max_entries():
+    with ebpf.Map(MapSpec("h2", MapType.HASH, 4, 4, 2)) as m:
+        m[1] = 1
+        m[2] = 2
+        with pytest.raises(ebpf.EBPFError, match=r"map is full \(max_entries 2\)") as info:
+            m[3] = 3
+        assert info.value.errno == 7  # E2BIG
+    with ebpf.Map(MapSpec("a2", MapType.ARRAY, 4, 4, 2)) as m:
+        with pytest.raises(ebpf.EBPFError, match=r"index 5 is out of range \(max_entries 2\)"):
+            m[5] = 1
+
+
+def test_negative_int_keys_are_refused_unless_the_key_is_signed():
+    """One rule everywhere: a slot is unsigned unless its BTF type is a
+    signed integer; a negative int never wraps silently."""
+    spec = ebpf.load_collection_spec(fixture("btf_values.o"))
+    u32_t, s16_t = spec.maps["u32_map"].value, spec.maps["s16_map"].value
+    with ebpf.Map(MapSpec("neg_plain", MapType.HASH, 4, 4, 4)) as plain, \
+            ebpf.Map(MapSpec("neg_u32", MapType.HASH, 4, 4, 4, key=u32_t)) as typed:
+        for m in (plain, typed):
+            for call in (lambda: m.update(-1, 1), lambda: m.lookup(-1), lambda: m.delete(-1),
+                         lambda: m.batch_update([-1], [1]), lambda: m.update({-1: 1}), lambda: -1 in m):
+                with pytest.raises(MarshalError, match="-1 does not fit"):
+                    call()
+            assert list(m.keys()) == []
+            m.update(2**32 - 1, 1)  # the largest unsigned key is fine
+            assert (2**32 - 1) in m
+    with ebpf.Map(MapSpec("neg_s16", MapType.HASH, 2, 4, 4, key=s16_t)) as signed:
+        signed[-1] = 7
+        assert signed[-1] == u32(7)
+        assert list(signed.keys()) == [-1]
+        with pytest.raises(MarshalError):
+            signed[2**15] = 1
+
+
+def test_update_without_a_value_is_a_marshal_type_error(hmap):
+    with pytest.raises(MarshalError) as info:
+        hmap.update(1)
+    assert isinstance(info.value, TypeError)
+
+
+def test_ctypes_keys_of_the_wrong_size_are_refused(hmap):
+    with pytest.raises(MarshalError, match="expected 4 bytes, got 2"):
+        hmap[ctypes.c_uint16(1)] = 1
+    hmap[ctypes.c_uint32(1)] = ctypes.c_uint64(9)
+    assert hmap[ctypes.c_uint32(1)] == u64(9)
+    with pytest.raises(MarshalError, match="expected 8 bytes, got 4"):
+        hmap[1] = ctypes.c_uint32(1)
+
+
+# -- Map is a MutableMapping (issue #15, item 4) --------------------------------
+
+
+def test_map_is_a_mutable_mapping(hmap):
+    import collections.abc
+
+    assert isinstance(hmap, collections.abc.MutableMapping)
+    assert len(hmap) == 0 and not hmap
+    hmap.update({1: 10, 2: 20})
+    hmap.update([(3, 30)])
+    assert len(hmap) == 3 and hmap
+    assert hmap.pop(3) == u64(30) and 3 not in hmap
+    assert hmap.pop(3, "gone") == "gone"
+    assert hmap.setdefault(4, u64(40)) == u64(40) and hmap.setdefault(4, 1) == u64(40)
+    k, v = hmap.popitem()
+    assert int.from_bytes(v, "little") == int.from_bytes(k, "little") * 10
+    hmap.clear()
+    assert len(hmap) == 0 and list(hmap.items()) == []
+    with pytest.raises(KeyError):
+        hmap.popitem()
+    # Still a handle: identity equality, hashable.
+    with ebpf.Map(MapSpec("other", MapType.HASH, 4, 8, 16)) as other:
+        assert hmap == hmap and hmap != other and len({hmap: 1, other: 2}) == 2
+
+
+def test_len_and_clear_of_array_maps():
+    with ebpf.Map(MapSpec("arr_len", MapType.ARRAY, 4, 4, 8)) as m:
+        assert len(m) == 8 and m  # every index of an array exists
+        with pytest.raises(ebpf.NotSupportedError):
+            m.clear()
+
+
+def test_len_counts_by_iteration_without_batches():
+    with ebpf.Map(MapSpec("lpm_len", MapType.LPM_TRIE, 8, 4, 16, flags=1)) as m:
+        assert len(m) == 0
+        for i in range(5):
+            m[u32(32) + bytes([10, 0, 0, i])] = i
+        assert len(m) == 5
+        m.clear()
+        assert len(m) == 0
+
+
+def test_update_mapping_on_maps_without_batches():
+    with ebpf.Map(MapSpec("lpm_upd", MapType.LPM_TRIE, 8, 4, 16, flags=1)) as m:
+        m.update({u32(32) + bytes([10, 0, 0, i]): i for i in range(3)})
+        assert sorted(int.from_bytes(v, "little") for v in m.values()) == [0, 1, 2]
+
+
+def test_update_mapping_writes_everything_in_batches():
+    n = 100_000
+    with ebpf.Map(MapSpec("upd_many", MapType.HASH, 4, 8, n + 10)) as m:
+        m.update({i: i * 3 for i in range(n)})
+        assert len(m) == n
+        assert m[n - 1] == u64((n - 1) * 3)
+        assert m.batch_update(list(range(n)), [bytes(8)] * n) == n
+        assert m[7] == bytes(8)
+        # The kernel's batches take no NOEXIST/EXIST: update(mapping) writes
+        # entry by entry then, batch_update says so.
+        with pytest.raises(ebpf.KeyExistError):
+            m.update({n + 1: 1, 1: 2}, flags=UpdateFlags.NOEXIST)
+        assert m[n + 1] == u64(1) and m[1] == bytes(8)
+        with pytest.raises(ebpf.NotSupportedError, match="LOCK only"):
+            m.batch_update([1], [1], flags=UpdateFlags.NOEXIST)
+
+
+def test_update_mapping_into_a_full_map_says_how_far_it_got():
+    with ebpf.Map(MapSpec("upd_full", MapType.HASH, 4, 4, 4)) as m:
+        with pytest.raises(ebpf.EBPFError, match=r"full .*after writing 4 of 6 entries"):
+            m.update({i: i for i in range(6)})
+        assert len(m) == 4
+
+
+# -- iteration abort, as cilium's MapIterator (issue #15, item 4) ----------------
+
+
+def test_iteration_that_keeps_restarting_aborts_after_max_entries_plus_one_keys():
+    spec = MapSpec("it_restart", MapType.LPM_TRIE, 8, 4, 16, flags=1)
+    with ebpf.Map(spec) as m:
+        for i in range(4):
+            m[u32(32) + u32(i)] = i
+        n = 0
+        with pytest.raises(IterationAbortedError, match="max_entries 16"):
+            for k in m.keys():
+                n += 1
+                m.delete(k)  # next_key of a deleted key restarts the walk
+                m[u32(32) + u32(1000 + n)] = 0
+        assert n == spec.max_entries + 1
+
+
+def test_full_iteration_of_a_full_map_does_not_abort():
+    with ebpf.Map(MapSpec("it_full", MapType.LPM_TRIE, 8, 4, 8, flags=1)) as m:
+        for i in range(8):
+            m[u32(32) + u32(i)] = i
+        assert len(list(m.items())) == 8

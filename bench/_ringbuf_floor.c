@@ -50,6 +50,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+/* Pre-filled runs are consumed by one thread on both sides and timed in its
+ * CPU time, which a busy shared machine disturbs far less than wall time;
+ * the concurrent runs stay in wall time. */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "%s: %s\n", what, strerror(err < 0 ? -err : err));
@@ -233,15 +243,15 @@ int main(int argc, char **argv)
 		expect = 0;
 		atomic_store(&consumed, 0);
 		produce(n, 0);
-		uint64_t t0 = now_ns();
+		uint64_t t0 = cpu_ns(), w0 = now_ns();
 		while (atomic_load(&consumed) < n) {
 			err = perf_mode ? perf_buffer__consume(pb) : ring_buffer__consume(rb);
 			if (err < 0)
 				die("consume", err);
-			if (now_ns() - t0 > 60000000000ull)
+			if (now_ns() - w0 > 60000000000ull)
 				die("pre-filled ring: events missing", ETIMEDOUT);
 		}
-		uint64_t dt = now_ns() - t0;
+		uint64_t dt = cpu_ns() - t0;
 		if (dt < best)
 			best = dt;
 	}

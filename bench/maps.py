@@ -420,6 +420,8 @@ def import_time(runs: int, tree: str) -> Tuple[float, float]:
     minus ``pass``; and the median cumulative figure from ``-X importtime``."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # From bytecode, as users import it (the first run writes __pycache__).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     code = "import ebpf, ebpf.link"
 
     def wall(c: str) -> float:

@@ -14,14 +14,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-
 from .errors import (
     ClosedError,
     EBPFError,
     InvalidObjectError,
     IterationAbortedError,
-    KeyExistError,
     KernelPolicyError,
+    KeyExistError,
     KeyNotExistError,
     MapIncompatibleError,
     MarshalError,
@@ -34,15 +33,24 @@ from .errors import (
 
 if TYPE_CHECKING:
     # What type checkers and editors see; at run time these names load
-    # lazily through __getattr__ below, keeping `import ebpf` fast.
-    from . import asm, btf, errors, features, link, perf, rlimit, ringbuf
+    # lazily through __getattr__ below, keeping `import ebpf` fast.  The
+    # subpackages are re-exported explicitly (``as``) and stay out of
+    # __all__, so that ``from ebpf import *`` does not bind ``link`` & co.
+    from . import asm as asm
+    from . import btf as btf
+    from . import errors as errors
+    from . import features as features
+    from . import link as link
+    from . import perf as perf
+    from . import ringbuf as ringbuf
+    from . import rlimit as rlimit
     from .collection import Collection, Variable, load_and_assign, new_collection
     from .elf_reader import load_collection_spec
     from .ids import map_from_id, map_ids, program_from_id, program_ids
     from .info import MapInfo, ProgramInfo
     from .maps import Map, load_pinned_map, new_map
-    from .programs import Program, RunResult, load_pinned_program, new_program
     from .names import sanitize_name
+    from .programs import Program, RunResult, load_pinned_program, new_program
     from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec
     from .typed import TypedMap
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
@@ -54,7 +62,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "errors"}
 
 # Public names that live in modules which pull in the C library; resolved on
-# first use so that ``import ebpf`` does not pay for loading libbpf.
+# first use so that ``import ebpf`` does not pay for loading libbpf.  The
+# TYPE_CHECKING imports above and __all__ below name the same set
+# (tests/test_typing.py checks that they agree).
 _LAZY_NAMES: dict[str, str] = {
     "load_collection_spec": ".elf_reader",
     "CollectionSpec": ".spec",
@@ -64,6 +74,7 @@ _LAZY_NAMES: dict[str, str] = {
     "Collection": ".collection",
     "Variable": ".collection",
     "new_collection": ".collection",
+    "load_and_assign": ".collection",
     "Map": ".maps",
     "new_map": ".maps",
     "load_pinned_map": ".maps",
@@ -80,8 +91,10 @@ _LAZY_NAMES: dict[str, str] = {
     "MapInfo": ".info",
     "ProgramInfo": ".info",
     "TypedMap": ".typed",
-    "program_ids": ".ids", "map_ids": ".ids", "program_from_id": ".ids", "map_from_id": ".ids",
-    "load_and_assign": ".collection",
+    "program_ids": ".ids",
+    "map_ids": ".ids",
+    "program_from_id": ".ids",
+    "map_from_id": ".ids",
     "sanitize_name": ".names",
 }
 
@@ -101,20 +114,52 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
 
 
-__all__ = sorted(_LAZY_NAMES) + [
-    "__version__",
+# A literal list: type checkers read __all__ to know what this module
+# exports, and cannot evaluate one computed at run time.
+__all__ = [
+    "AttachType",
     "ClosedError",
+    "Collection",
+    "CollectionSpec",
     "EBPFError",
     "InvalidObjectError",
     "IterationAbortedError",
-    "KeyExistError",
     "KernelPolicyError",
+    "KeyExistError",
     "KeyNotExistError",
+    "Map",
+    "MapFlags",
     "MapIncompatibleError",
+    "MapInfo",
+    "MapSpec",
+    "MapType",
     "MarshalError",
     "MarshalTypeError",
     "NotSupportedError",
     "PermissionDeniedError",
     "PinError",
+    "PinType",
+    "Program",
+    "ProgramInfo",
+    "ProgramSpec",
+    "ProgramType",
+    "RunResult",
+    "TypedMap",
+    "UpdateFlags",
+    "Variable",
+    "VariableSpec",
     "VerifierError",
+    "__version__",
+    "load_and_assign",
+    "load_collection_spec",
+    "load_pinned_map",
+    "load_pinned_program",
+    "map_from_id",
+    "map_ids",
+    "new_collection",
+    "new_map",
+    "new_program",
+    "program_from_id",
+    "program_ids",
+    "sanitize_name",
 ]

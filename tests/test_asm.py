@@ -63,6 +63,16 @@ def test_helpers_match_kernel_header() -> None:
         assert asm.Helper[name] == i
 
 
+def test_helper_enum_spells_out_the_table() -> None:
+    # Helper is written out for type checkers; the cheap table call() and the
+    # disassembler use must say the same.
+    from ebpf.asm.helper_names import HELPER_NAMES
+
+    assert tuple(h.name for h in asm.Helper) == HELPER_NAMES
+    assert [int(h) for h in asm.Helper] == list(range(len(HELPER_NAMES)))
+    assert str(asm.Helper.map_lookup_elem) == "bpf_map_lookup_elem"
+
+
 # -- builders -----------------------------------------------------------------------------------
 
 
@@ -161,6 +171,24 @@ def test_builder(ins: Instruction, text: str, raw: bytes) -> None:
     big = struct.pack(">BBhi", opcode, ((regs & 0xF) << 4) | (regs >> 4), off, imm)
     assert ins.encode("big") == big
     assert Instructions.decode(big, "big") == [ins]
+
+
+def test_builders_are_plain_documented_functions() -> None:
+    # Each builder is a def of its own name (what type checkers and editors
+    # read), documented, and exported from ebpf.asm.
+    import inspect
+
+    from ebpf.asm import builders
+
+    assert len(builders.__all__) == len(set(builders.__all__)) == 131
+    for name in builders.__all__:
+        f = getattr(builders, name)
+        assert inspect.isfunction(f) and f.__name__ == name and f.__module__ == "ebpf.asm.builders", name
+        assert inspect.getsource(f).startswith(f"def {name}("), name
+        assert f.__doc__ and f.__doc__.strip(), name
+        assert getattr(asm, name) is f and name in asm.__all__
+    assert asm.jsgt32_reg(R1, R2, "out").reference == "out"
+    assert str(asm.sdiv32_imm(R1, 3)) == "w1 s/= 3"
 
 
 def test_load_imm64() -> None:

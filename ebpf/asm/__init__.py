@@ -29,10 +29,10 @@ Example::
 from __future__ import annotations
 
 import importlib
-from typing import Any, List
+from typing import TYPE_CHECKING, Any, List
 
 from . import builders as _builders
-from .builders import *  # noqa: F401,F403 - the builders are this package's API
+from .builders import *  # noqa: F403 - the builders are this package's API
 from .errors import (
     AsmError,
     DuplicateSymbolError,
@@ -47,6 +47,10 @@ from .instruction import INSTRUCTION_SIZE, Instruction
 from .instructions import Instructions
 from .opcodes import ALUOp, AtomicOp, Class, JumpOp, Mode, Pseudo, Size, Source
 from .registers import R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, RFP, Register
+
+if TYPE_CHECKING:
+    # Loaded on first use at run time (see __getattr__).
+    from .helpers import Helper, helper_by_name
 
 __all__: List[str] = [
     "Instruction",
@@ -83,22 +87,28 @@ __all__: List[str] = [
     "DuplicateSymbolError",
     "JumpOutOfRangeError",
     "MissingMapError",
-    *_builders.__all__,
 ]
+__all__ += _builders.__all__
 
 
-def __getattr__(name: str) -> Any:
-    # The helper enum is built on first use: it has ~200 members and creating
-    # it would dominate the import time of this package.
-    if name in ("Helper", "helper_by_name") or name.startswith("FN_"):
-        helpers = importlib.import_module(".helpers", __name__)
-        try:
-            value = getattr(helpers, name)
-        except AttributeError:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:
+    # What checkers see of the lazily made FN_* constants: each one is a Helper.
+    def __getattr__(name: str) -> Helper: ...
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        # The helper enum is built on first use: it has ~200 members and creating
+        # it would dominate the import time of this package.
+        if name in ("Helper", "helper_by_name") or name.startswith("FN_"):
+            helpers = importlib.import_module(".helpers", __name__)
+            try:
+                value = getattr(helpers, name)
+            except AttributeError:
+                raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> List[str]:

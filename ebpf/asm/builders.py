@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from .errors import InvalidInstructionError
 from .helper_names import HELPER_IDS
@@ -39,37 +39,39 @@ from .opcodes import (
 from .registers import R0, Register
 
 __all__ = [
-    "ja",
-    "gotol",
-    "may_goto",
-    "call",
-    "call_func",
-    "call_kfunc",
-    "callx",
-    "exit",
-    "neg",
-    "neg32",
-    "movsx_reg",
-    "movsx32_reg",
-    "to_le",
-    "to_be",
-    "bswap",
-    "load_imm64",
-    "load_map_ptr",
-    "load_map_value",
-    "load_func_ptr",
-    "load_mem",
-    "load_mem_sx",
-    "store_mem",
-    "store_imm",
-    "load_abs",
-    "load_ind",
-    "atomic_add",
-    "atomic_or",
-    "atomic_and",
-    "atomic_xor",
-    "atomic_xchg",
+    "ja", "gotol", "may_goto", "call", "call_func", "call_kfunc",
+    "callx", "exit", "neg", "neg32", "movsx_reg", "movsx32_reg",
+    "to_le", "to_be", "bswap", "load_imm64", "load_map_ptr", "load_map_value",
+    "load_func_ptr", "load_mem", "load_mem_sx", "store_mem", "store_imm", "load_abs",
+    "load_ind", "atomic_add", "atomic_or", "atomic_and", "atomic_xor", "atomic_xchg",
     "atomic_cmpxchg",
+    # ALU: <op>_imm, <op>_reg (64 bits), <op>32_imm, <op>32_reg (32 bits)
+    "add_imm", "add_reg", "add32_imm", "add32_reg",
+    "sub_imm", "sub_reg", "sub32_imm", "sub32_reg",
+    "mul_imm", "mul_reg", "mul32_imm", "mul32_reg",
+    "div_imm", "div_reg", "div32_imm", "div32_reg",
+    "sdiv_imm", "sdiv_reg", "sdiv32_imm", "sdiv32_reg",
+    "or_imm", "or_reg", "or32_imm", "or32_reg",
+    "and_imm", "and_reg", "and32_imm", "and32_reg",
+    "lsh_imm", "lsh_reg", "lsh32_imm", "lsh32_reg",
+    "rsh_imm", "rsh_reg", "rsh32_imm", "rsh32_reg",
+    "mod_imm", "mod_reg", "mod32_imm", "mod32_reg",
+    "smod_imm", "smod_reg", "smod32_imm", "smod32_reg",
+    "xor_imm", "xor_reg", "xor32_imm", "xor32_reg",
+    "mov_imm", "mov_reg", "mov32_imm", "mov32_reg",
+    "arsh_imm", "arsh_reg", "arsh32_imm", "arsh32_reg",
+    # conditional jumps, the same four forms each
+    "jeq_imm", "jeq_reg", "jeq32_imm", "jeq32_reg",
+    "jgt_imm", "jgt_reg", "jgt32_imm", "jgt32_reg",
+    "jge_imm", "jge_reg", "jge32_imm", "jge32_reg",
+    "jset_imm", "jset_reg", "jset32_imm", "jset32_reg",
+    "jne_imm", "jne_reg", "jne32_imm", "jne32_reg",
+    "jsgt_imm", "jsgt_reg", "jsgt32_imm", "jsgt32_reg",
+    "jsge_imm", "jsge_reg", "jsge32_imm", "jsge32_reg",
+    "jlt_imm", "jlt_reg", "jlt32_imm", "jlt32_reg",
+    "jle_imm", "jle_reg", "jle32_imm", "jle32_reg",
+    "jslt_imm", "jslt_reg", "jslt32_imm", "jslt32_reg",
+    "jsle_imm", "jsle_reg", "jsle32_imm", "jsle32_reg",
 ]
 
 Target = Union[str, int]
@@ -93,65 +95,289 @@ def _size(nbytes: int) -> int:
 
 
 # -- ALU ---------------------------------------------------------------------------
-
-_ALU_OPS = {
-    "add": (ALUOp.ADD, 0, "+="),
-    "sub": (ALUOp.SUB, 0, "-="),
-    "mul": (ALUOp.MUL, 0, "*="),
-    "div": (ALUOp.DIV, 0, "/= (unsigned)"),
-    "sdiv": (ALUOp.DIV, 1, "s/= (signed, ISA v4)"),
-    "or": (ALUOp.OR, 0, "|="),
-    "and": (ALUOp.AND, 0, "&="),
-    "lsh": (ALUOp.LSH, 0, "<<="),
-    "rsh": (ALUOp.RSH, 0, ">>= (logical)"),
-    "mod": (ALUOp.MOD, 0, "%= (unsigned)"),
-    "smod": (ALUOp.MOD, 1, "s%= (signed, ISA v4)"),
-    "xor": (ALUOp.XOR, 0, "^="),
-    "mov": (ALUOp.MOV, 0, "="),
-    "arsh": (ALUOp.ARSH, 0, "s>>= (arithmetic)"),
-}
+# Each operation in both widths and with both operand kinds, written out (not
+# generated at import) so that type checkers and editors know every builder.
+# ``sdiv``/``smod`` are ``div``/``mod`` with offset 1 (ISA v4).
 
 
-def _alu_imm(name: str, op: int, offset: int, cls: int, what: str) -> Callable[..., Instruction]:
-    width = "64" if cls == Class.ALU64 else "32"
-
-    def build(dst: RegisterLike, imm: int) -> Instruction:
-        return Instruction(cls | op | Source.K, dst, R0, offset, imm)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"``dst {what} imm`` on {width} bits."
-    return build
+def add_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst += imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.ADD | Source.K, dst, R0, 0, imm)
 
 
-def _alu_reg(name: str, op: int, offset: int, cls: int, what: str) -> Callable[..., Instruction]:
-    width = "64" if cls == Class.ALU64 else "32"
-
-    def build(dst: RegisterLike, src: RegisterLike) -> Instruction:
-        return Instruction(cls | op | Source.X, dst, src, offset, 0)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"``dst {what} src`` on {width} bits."
-    return build
+def add_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst += src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.ADD | Source.X, dst, src, 0, 0)
 
 
-# Generated rather than spelled out: 14 operations x 2 widths x 2 operand
-# kinds would be 56 near-identical functions.  Each gets a proper name and
-# docstring and is listed in __all__.
-for _op, (_code, _off, _what) in _ALU_OPS.items():
-    for _suffix, _cls in (("", Class.ALU64), ("32", Class.ALU)):
-        for _kind, _factory in (("imm", _alu_imm), ("reg", _alu_reg)):
-            _name = f"{_op}{_suffix}_{_kind}"
-            globals()[_name] = _factory(_name, _code, _off, _cls, _what)
-            __all__.append(_name)
-del _op, _code, _off, _what, _suffix, _cls, _kind, _factory, _name
+def add32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst += imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.ADD | Source.K, dst, R0, 0, imm)
 
-# Explicit bindings for the most used builders so that static tools see them.
-mov_imm: Callable[[RegisterLike, int], Instruction] = globals()["mov_imm"]
-mov_reg: Callable[[RegisterLike, RegisterLike], Instruction] = globals()["mov_reg"]
-add_imm: Callable[[RegisterLike, int], Instruction] = globals()["add_imm"]
-add_reg: Callable[[RegisterLike, RegisterLike], Instruction] = globals()["add_reg"]
-mov32_imm: Callable[[RegisterLike, int], Instruction] = globals()["mov32_imm"]
-mov32_reg: Callable[[RegisterLike, RegisterLike], Instruction] = globals()["mov32_reg"]
+
+def add32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst += src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.ADD | Source.X, dst, src, 0, 0)
+
+
+def sub_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst -= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.SUB | Source.K, dst, R0, 0, imm)
+
+
+def sub_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst -= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.SUB | Source.X, dst, src, 0, 0)
+
+
+def sub32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst -= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.SUB | Source.K, dst, R0, 0, imm)
+
+
+def sub32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst -= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.SUB | Source.X, dst, src, 0, 0)
+
+
+def mul_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst *= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MUL | Source.K, dst, R0, 0, imm)
+
+
+def mul_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst *= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MUL | Source.X, dst, src, 0, 0)
+
+
+def mul32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst *= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MUL | Source.K, dst, R0, 0, imm)
+
+
+def mul32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst *= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MUL | Source.X, dst, src, 0, 0)
+
+
+def div_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst /= (unsigned) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.DIV | Source.K, dst, R0, 0, imm)
+
+
+def div_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst /= (unsigned) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.DIV | Source.X, dst, src, 0, 0)
+
+
+def div32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst /= (unsigned) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.DIV | Source.K, dst, R0, 0, imm)
+
+
+def div32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst /= (unsigned) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.DIV | Source.X, dst, src, 0, 0)
+
+
+def sdiv_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s/= (signed, ISA v4) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.DIV | Source.K, dst, R0, 1, imm)
+
+
+def sdiv_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s/= (signed, ISA v4) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.DIV | Source.X, dst, src, 1, 0)
+
+
+def sdiv32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s/= (signed, ISA v4) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.DIV | Source.K, dst, R0, 1, imm)
+
+
+def sdiv32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s/= (signed, ISA v4) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.DIV | Source.X, dst, src, 1, 0)
+
+
+def or_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst |= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.OR | Source.K, dst, R0, 0, imm)
+
+
+def or_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst |= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.OR | Source.X, dst, src, 0, 0)
+
+
+def or32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst |= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.OR | Source.K, dst, R0, 0, imm)
+
+
+def or32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst |= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.OR | Source.X, dst, src, 0, 0)
+
+
+def and_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst &= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.AND | Source.K, dst, R0, 0, imm)
+
+
+def and_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst &= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.AND | Source.X, dst, src, 0, 0)
+
+
+def and32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst &= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.AND | Source.K, dst, R0, 0, imm)
+
+
+def and32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst &= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.AND | Source.X, dst, src, 0, 0)
+
+
+def lsh_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst <<= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.LSH | Source.K, dst, R0, 0, imm)
+
+
+def lsh_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst <<= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.LSH | Source.X, dst, src, 0, 0)
+
+
+def lsh32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst <<= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.LSH | Source.K, dst, R0, 0, imm)
+
+
+def lsh32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst <<= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.LSH | Source.X, dst, src, 0, 0)
+
+
+def rsh_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst >>= (logical) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.RSH | Source.K, dst, R0, 0, imm)
+
+
+def rsh_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst >>= (logical) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.RSH | Source.X, dst, src, 0, 0)
+
+
+def rsh32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst >>= (logical) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.RSH | Source.K, dst, R0, 0, imm)
+
+
+def rsh32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst >>= (logical) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.RSH | Source.X, dst, src, 0, 0)
+
+
+def mod_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst %= (unsigned) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOD | Source.K, dst, R0, 0, imm)
+
+
+def mod_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst %= (unsigned) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOD | Source.X, dst, src, 0, 0)
+
+
+def mod32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst %= (unsigned) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOD | Source.K, dst, R0, 0, imm)
+
+
+def mod32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst %= (unsigned) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOD | Source.X, dst, src, 0, 0)
+
+
+def smod_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s%= (signed, ISA v4) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOD | Source.K, dst, R0, 1, imm)
+
+
+def smod_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s%= (signed, ISA v4) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOD | Source.X, dst, src, 1, 0)
+
+
+def smod32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s%= (signed, ISA v4) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOD | Source.K, dst, R0, 1, imm)
+
+
+def smod32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s%= (signed, ISA v4) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOD | Source.X, dst, src, 1, 0)
+
+
+def xor_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst ^= imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.XOR | Source.K, dst, R0, 0, imm)
+
+
+def xor_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst ^= src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.XOR | Source.X, dst, src, 0, 0)
+
+
+def xor32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst ^= imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.XOR | Source.K, dst, R0, 0, imm)
+
+
+def xor32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst ^= src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.XOR | Source.X, dst, src, 0, 0)
+
+
+def mov_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst = imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOV | Source.K, dst, R0, 0, imm)
+
+
+def mov_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst = src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.MOV | Source.X, dst, src, 0, 0)
+
+
+def mov32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst = imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOV | Source.K, dst, R0, 0, imm)
+
+
+def mov32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst = src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.MOV | Source.X, dst, src, 0, 0)
+
+
+def arsh_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s>>= (arithmetic) imm`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.ARSH | Source.K, dst, R0, 0, imm)
+
+
+def arsh_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s>>= (arithmetic) src`` on 64 bits."""
+    return Instruction(Class.ALU64 | ALUOp.ARSH | Source.X, dst, src, 0, 0)
+
+
+def arsh32_imm(dst: RegisterLike, imm: int) -> Instruction:
+    """``dst s>>= (arithmetic) imm`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.ARSH | Source.K, dst, R0, 0, imm)
+
+
+def arsh32_reg(dst: RegisterLike, src: RegisterLike) -> Instruction:
+    """``dst s>>= (arithmetic) src`` on 32 bits."""
+    return Instruction(Class.ALU | ALUOp.ARSH | Source.X, dst, src, 0, 0)
 
 
 def neg(dst: RegisterLike) -> Instruction:
@@ -200,56 +426,271 @@ def bswap(dst: RegisterLike, bits: int) -> Instruction:
 
 
 # -- jumps -------------------------------------------------------------------------
-
-_JUMP_OPS = {
-    "jeq": (JumpOp.JEQ, "=="),
-    "jgt": (JumpOp.JGT, "> (unsigned)"),
-    "jge": (JumpOp.JGE, ">= (unsigned)"),
-    "jset": (JumpOp.JSET, "& (any bit set)"),
-    "jne": (JumpOp.JNE, "!="),
-    "jsgt": (JumpOp.JSGT, "> (signed)"),
-    "jsge": (JumpOp.JSGE, ">= (signed)"),
-    "jlt": (JumpOp.JLT, "< (unsigned)"),
-    "jle": (JumpOp.JLE, "<= (unsigned)"),
-    "jslt": (JumpOp.JSLT, "< (signed)"),
-    "jsle": (JumpOp.JSLE, "<= (signed)"),
-}
+# Each condition in both widths (``JMP``/``JMP32``) with both operand kinds.
 
 
-def _jump_imm(name: str, op: int, cls: int, what: str) -> Callable[..., Instruction]:
-    width = "64" if cls == Class.JMP else "32"
-
-    def build(dst: RegisterLike, imm: int, target: Target) -> Instruction:
-        offset, reference = _split_target(target)
-        return Instruction(cls | op | Source.K, dst, R0, offset, imm, reference=reference)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"Jump to ``target`` (label or offset) if ``dst {what} imm``, compared on {width} bits."
-    return build
+def jeq_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst == imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JEQ | Source.K, dst, R0, offset, imm, reference=reference)
 
 
-def _jump_reg(name: str, op: int, cls: int, what: str) -> Callable[..., Instruction]:
-    width = "64" if cls == Class.JMP else "32"
-
-    def build(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
-        offset, reference = _split_target(target)
-        return Instruction(cls | op | Source.X, dst, src, offset, 0, reference=reference)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"Jump to ``target`` (label or offset) if ``dst {what} src``, compared on {width} bits."
-    return build
+def jeq_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst == src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JEQ | Source.X, dst, src, offset, 0, reference=reference)
 
 
-for _op, (_code, _what) in _JUMP_OPS.items():
-    for _suffix, _cls in (("", Class.JMP), ("32", Class.JMP32)):
-        for _kind, _factory in (("imm", _jump_imm), ("reg", _jump_reg)):
-            _name = f"{_op}{_suffix}_{_kind}"
-            globals()[_name] = _factory(_name, _code, _cls, _what)
-            __all__.append(_name)
-del _op, _code, _what, _suffix, _cls, _kind, _factory, _name
+def jeq32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst == imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JEQ | Source.K, dst, R0, offset, imm, reference=reference)
 
-jeq_imm: Callable[[RegisterLike, int, Target], Instruction] = globals()["jeq_imm"]
-jne_imm: Callable[[RegisterLike, int, Target], Instruction] = globals()["jne_imm"]
+
+def jeq32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst == src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JEQ | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jgt_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (unsigned) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JGT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jgt_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (unsigned) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JGT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jgt32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (unsigned) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JGT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jgt32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (unsigned) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JGT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jge_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (unsigned) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JGE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jge_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (unsigned) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JGE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jge32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (unsigned) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JGE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jge32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (unsigned) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JGE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jset_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst & (any bit set) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSET | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jset_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst & (any bit set) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSET | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jset32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst & (any bit set) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSET | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jset32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst & (any bit set) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSET | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jne_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst != imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JNE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jne_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst != src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JNE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jne32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst != imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JNE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jne32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst != src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JNE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsgt_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (signed) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSGT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsgt_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (signed) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSGT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsgt32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (signed) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSGT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsgt32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst > (signed) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSGT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsge_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (signed) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSGE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsge_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (signed) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSGE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsge32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (signed) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSGE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsge32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst >= (signed) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSGE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jlt_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (unsigned) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JLT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jlt_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (unsigned) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JLT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jlt32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (unsigned) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JLT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jlt32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (unsigned) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JLT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jle_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (unsigned) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JLE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jle_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (unsigned) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JLE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jle32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (unsigned) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JLE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jle32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (unsigned) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JLE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jslt_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (signed) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSLT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jslt_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (signed) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSLT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jslt32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (signed) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSLT | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jslt32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst < (signed) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSLT | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsle_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (signed) imm``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSLE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsle_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (signed) src``, compared on 64 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP | JumpOp.JSLE | Source.X, dst, src, offset, 0, reference=reference)
+
+
+def jsle32_imm(dst: RegisterLike, imm: int, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (signed) imm``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSLE | Source.K, dst, R0, offset, imm, reference=reference)
+
+
+def jsle32_reg(dst: RegisterLike, src: RegisterLike, target: Target) -> Instruction:
+    """Jump to ``target`` (label or offset) if ``dst <= (signed) src``, compared on 32 bits."""
+    offset, reference = _split_target(target)
+    return Instruction(Class.JMP32 | JumpOp.JSLE | Source.X, dst, src, offset, 0, reference=reference)
 
 
 def ja(target: Target) -> Instruction:
@@ -316,7 +757,7 @@ def callx(dst: RegisterLike) -> Instruction:
     return Instruction(Class.JMP | JumpOp.CALL | Source.X, dst)
 
 
-def exit() -> Instruction:  # noqa: A001 - the instruction's name
+def exit() -> Instruction:
     """``exit``: return ``r0`` to the caller."""
     return Instruction(Class.JMP | JumpOp.EXIT)
 
@@ -416,22 +857,30 @@ def _atomic(op: int, dst: RegisterLike, src: RegisterLike, offset: int, size: in
     return Instruction(Class.STX | Mode.ATOMIC | _size(size), dst, src, offset, op)
 
 
-def atomic_add(dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False) -> Instruction:
+def atomic_add(
+    dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False
+) -> Instruction:
     """``lock *(dst + offset) += src``; with ``fetch`` the old value lands in ``src``."""
     return _atomic(AtomicOp.ADD | (AtomicOp.FETCH if fetch else 0), dst, src, offset, size)
 
 
-def atomic_or(dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False) -> Instruction:
+def atomic_or(
+    dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False
+) -> Instruction:
     """``lock *(dst + offset) |= src``; with ``fetch`` the old value lands in ``src``."""
     return _atomic(AtomicOp.OR | (AtomicOp.FETCH if fetch else 0), dst, src, offset, size)
 
 
-def atomic_and(dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False) -> Instruction:
+def atomic_and(
+    dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False
+) -> Instruction:
     """``lock *(dst + offset) &= src``; with ``fetch`` the old value lands in ``src``."""
     return _atomic(AtomicOp.AND | (AtomicOp.FETCH if fetch else 0), dst, src, offset, size)
 
 
-def atomic_xor(dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False) -> Instruction:
+def atomic_xor(
+    dst: RegisterLike, src: RegisterLike, offset: int = 0, size: int = 8, *, fetch: bool = False
+) -> Instruction:
     """``lock *(dst + offset) ^= src``; with ``fetch`` the old value lands in ``src``."""
     return _atomic(AtomicOp.XOR | (AtomicOp.FETCH if fetch else 0), dst, src, offset, size)
 

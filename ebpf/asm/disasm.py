@@ -109,7 +109,8 @@ def _format_alu(ins: Instruction, cls: int) -> str:
     if op == ALUOp.MOV and register_source and ins.offset:
         if cls == Class.ALU64 and ins.offset == 1:
             # Arena pointer cast (kernel 6.9): imm packs dst/src address spaces.
-            return f"{dst} = addr_space_cast({prefix}{ins.src:d}, {(ins.constant >> 16) & 0xFFFF}, {ins.constant & 0xFFFF})"
+            spaces = f"{(ins.constant >> 16) & 0xFFFF}, {ins.constant & 0xFFFF}"
+            return f"{dst} = addr_space_cast({prefix}{ins.src:d}, {spaces})"
         return f"{dst} = (s{ins.offset}){source}"
     return f"{dst} {operator} {source}"
 

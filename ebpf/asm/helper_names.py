@@ -10,7 +10,9 @@ milliseconds and ``import ebpf.asm`` must stay cheap.
 
 from __future__ import annotations
 
-HELPER_NAMES: tuple = (
+from typing import Dict, Tuple
+
+HELPER_NAMES: Tuple[str, ...] = (
     "unspec",  # 0
     "map_lookup_elem",  # 1
     "map_update_elem",  # 2
@@ -225,4 +227,4 @@ HELPER_NAMES: tuple = (
     "cgrp_storage_delete",  # 211
 )
 
-HELPER_IDS: dict = {name: i for i, name in enumerate(HELPER_NAMES)}
+HELPER_IDS: Dict[str, int] = {name: i for i, name in enumerate(HELPER_NAMES)}

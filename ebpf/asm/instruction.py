@@ -356,7 +356,10 @@ class Instruction:
         return from_words(first, second, byteorder == "little")
 
 
-def from_words(first: Tuple[int, int, int, int], second: Optional[Tuple[int, int, int, int]], little: bool) -> Instruction:
+_Words = Tuple[int, int, int, int]  # one unpacked slot: (opcode, regs, off, imm)
+
+
+def from_words(first: _Words, second: Optional[_Words], little: bool) -> Instruction:
     """Build an Instruction from unpacked slot tuples ``(opcode, regs, off, imm)``."""
     opcode, regs, offset, imm = first
     if opcode not in VALID_OPCODES:
@@ -376,5 +379,7 @@ def from_words(first: Tuple[int, int, int, int], second: Optional[Tuple[int, int
     return Instruction(opcode, dst, src, offset, imm)
 
 
-def _rebuild(opcode: int, dst: int, src: int, offset: int, constant: int, symbol: Optional[str], reference: Optional[str]) -> Instruction:
+def _rebuild(
+    opcode: int, dst: int, src: int, offset: int, constant: int, symbol: Optional[str], reference: Optional[str]
+) -> Instruction:
     return Instruction(opcode, dst, src, offset, constant, symbol=symbol, reference=reference)

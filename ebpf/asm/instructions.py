@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, overload
+from typing import Any, Dict, Iterable, List, Mapping, SupportsIndex, overload
 
 from .errors import (
     AsmError,
@@ -48,7 +48,7 @@ class Instructions(List[Instruction]):
     # -- list behaviour that should keep the type --------------------------------
 
     @overload
-    def __getitem__(self, index: int) -> Instruction: ...
+    def __getitem__(self, index: SupportsIndex) -> Instruction: ...
 
     @overload
     def __getitem__(self, index: slice) -> "Instructions": ...
@@ -207,7 +207,9 @@ class Instructions(List[Instruction]):
             target = maps[ins.reference]
             fd = target if isinstance(target, int) else getattr(target, "fd", None)
             if not isinstance(fd, int) or isinstance(fd, bool) or not 0 <= fd < (1 << 31):
-                raise InvalidInstructionError(f"map {ins.reference!r}: fd must be a non-negative int, not {fd!r}", index=index)
+                raise InvalidInstructionError(
+                    f"map {ins.reference!r}: fd must be a non-negative int, not {fd!r}", index=index
+                )
             self[index] = ins.replace(constant=(ins.constant & ~0xFFFFFFFF) | fd)
 
     # -- disassembly ------------------------------------------------------------------

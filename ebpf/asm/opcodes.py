@@ -13,6 +13,8 @@ bytes the kernel defines; anything else is rejected on decode.
 
 from __future__ import annotations
 
+from typing import FrozenSet
+
 __all__ = [
     "Class",
     "Size",
@@ -192,7 +194,7 @@ class Pseudo:
 LDDW = Class.LD | Mode.IMM | Size.DW  # 0x18, the only 16-byte instruction
 
 
-def _valid_opcodes() -> frozenset:
+def _valid_opcodes() -> FrozenSet[int]:
     ops = {LDDW}
     for size in (Size.W, Size.H, Size.B):
         ops.add(Class.LD | Mode.ABS | size)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import InvalidObjectError
 
@@ -239,7 +239,7 @@ class ElfFile:
         self._shnum = shnum
         self._shstrndx = shstrndx
 
-    def _shdr(self, index: int) -> tuple:
+    def _shdr(self, index: int) -> Tuple[int, ...]:
         off = self._shoff + index * _SHDR_SIZE
         if off + _SHDR_SIZE > len(self._raw):
             raise _fail(f"section header {index} extends past end of file")

@@ -315,7 +315,7 @@ class ObjectLoad:
         self.separate: List[str] = []
 
     def close(self) -> None:
-        for fd, _ in list(self.maps.values()) + list(self.programs.values()):  # type: ignore[arg-type]
+        for fd, _ in list(self.maps.values()) + list(self.programs.values()):
             _libbpf.close_fd(fd)
         self.maps.clear()
         self.programs.clear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 # The kernel-internal "not supported" errno that leaks out of some bpf() paths.
 ENOTSUPP = 524
@@ -43,8 +43,17 @@ class EBPFError(Exception):
         self.errno = errno
 
     @property
-    def strerror(self) -> Optional[str]:  # type: ignore[override]
+    def strerror(self) -> Optional[str]:
+        """The text of ``errno`` (settable, as ``OSError.strerror`` is: some
+        errors are also ``OSError`` subclasses)."""
+        explicit: Optional[str] = self.__dict__.get("_strerror")
+        if explicit is not None:
+            return explicit
         return os.strerror(self.errno) if self.errno else None
+
+    @strerror.setter
+    def strerror(self, value: Optional[str]) -> None:
+        self.__dict__["_strerror"] = value
 
     def __reduce__(self) -> Any:
         # Subclasses take other constructor arguments than their message, so
@@ -53,7 +62,7 @@ class EBPFError(Exception):
         return _rebuild, (type(self), self.args, dict(self.__dict__), self.errno)
 
 
-def _rebuild(cls: type, args: tuple, state: dict, errno: Optional[int]) -> "EBPFError":
+def _rebuild(cls: Type[EBPFError], args: Tuple[Any, ...], state: Dict[str, Any], errno: Optional[int]) -> EBPFError:
     err = cls.__new__(cls)
     Exception.__init__(err, *args)
     err.__dict__.update(state)
@@ -147,7 +156,7 @@ class MapIncompatibleError(EBPFError):
     ``differences`` maps each differing field to ``(expected, found)``.
     """
 
-    def __init__(self, message: str, differences: Optional[dict] = None) -> None:
+    def __init__(self, message: str, differences: Optional[Mapping[str, Tuple[Any, Any]]] = None) -> None:
         super().__init__(message, _errno.EINVAL)
         self.differences = dict(differences or {})
 

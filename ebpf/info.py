@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from . import _syscall
-from .types import MapType, ProgramType
+from .types import MapType, ProgramType, to_enum
 
 __all__ = ["MapInfo", "ProgramInfo", "map_info", "program_info"]
 
@@ -15,7 +15,7 @@ __all__ = ["MapInfo", "ProgramInfo", "map_info", "program_info"]
 class MapInfo:
     """Kernel view of a map."""
 
-    type: Any
+    type: MapType
     id: int
     key_size: int
     value_size: int
@@ -33,7 +33,7 @@ class MapInfo:
 class ProgramInfo:
     """Kernel view of a program."""
 
-    type: Any
+    type: ProgramType
     id: int
     tag: str
     name: str
@@ -51,18 +51,15 @@ class ProgramInfo:
     attach_btf_obj_id: int
 
 
-def _enum(cls: Any, v: int) -> Any:
-    try:
-        return cls(v)
-    except ValueError:
-        return v
+# The name ebpf.link._link imports.
+_enum = to_enum
 
 
 def map_info(fd: int) -> MapInfo:
     """What the kernel reports about the map behind ``fd``."""
     i = _syscall.map_info(fd)
     return MapInfo(
-        type=_enum(MapType, i.type),
+        type=to_enum(MapType, i.type),
         id=i.id,
         key_size=i.key_size,
         value_size=i.value_size,
@@ -83,7 +80,7 @@ def program_info(fd: int) -> ProgramInfo:
     # A second call with a buffer for the map ids, sized by the first.
     ids: List[int] = _syscall.prog_map_ids(fd, i.nr_map_ids) if i.nr_map_ids else []
     return ProgramInfo(
-        type=_enum(ProgramType, i.type),
+        type=to_enum(ProgramType, i.type),
         id=i.id,
         tag=bytes(i.tag).hex(),
         name=i.name.decode(errors="replace"),

@@ -62,7 +62,14 @@ class Program(FDOwner):
         self._spec: Optional[ProgramSpec] = spec.copy()
 
     @classmethod
-    def _from_fd(cls, fd: int, name: Optional[str] = None, ptype: Any = None, attach_type: Any = AttachType.NONE, log: str = "") -> "Program":
+    def _from_fd(
+        cls,
+        fd: int,
+        name: Optional[str] = None,
+        ptype: Optional[ProgramType] = None,
+        attach_type: AttachType = AttachType.NONE,
+        log: str = "",
+    ) -> Program:
         self = cls.__new__(cls)
         if name is None or ptype is None:
             try:
@@ -76,7 +83,7 @@ class Program(FDOwner):
         self._spec = None
         return self
 
-    def _setup(self, fd: int, name: str, ptype: Any, attach_type: Any, log: str) -> None:
+    def _setup(self, fd: int, name: str, ptype: ProgramType, attach_type: AttachType, log: str) -> None:
         FDOwner.__init__(self, fd)
         self._name = name
         self._type = ptype

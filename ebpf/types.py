@@ -8,8 +8,11 @@ ones (up to Linux 6.18), so ``MapType(n)`` works on anything the kernel reports.
 from __future__ import annotations
 
 import enum
+from typing import Type, TypeVar, cast
 
-__all__ = ["MapType", "ProgramType", "AttachType", "PinType", "UpdateFlags", "MapFlags"]
+__all__ = ["MapType", "ProgramType", "AttachType", "PinType", "UpdateFlags", "MapFlags", "to_enum"]
+
+_E = TypeVar("_E", bound=enum.IntEnum)
 
 
 class MapType(enum.IntEnum):
@@ -194,3 +197,21 @@ class MapFlags(enum.IntFlag):
     TOKEN_FD = 1 << 16
     SEGV_ON_FAULT = 1 << 17
     NO_USER_CONV = 1 << 18
+
+
+def to_enum(cls: Type[_E], value: int) -> _E:
+    """``cls(value)``, or ``value`` as a plain int when it is newer than the enum.
+
+    A newer kernel may report a type this table does not know yet; it stays
+    usable (an IntEnum member compares, hashes and formats as its value).
+    Typed as the enum, which is what every known value is.
+    """
+    if isinstance(value, cls):
+        return value
+    member = cls._value2member_map_.get(value)
+    if member is not None:
+        return cast(_E, member)
+    try:
+        return cls(value)
+    except ValueError:
+        return cast(_E, int(value))

@@ -7,10 +7,13 @@ import io
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import emit_json, fail
 from ._common import add_json, table, type_by_spelling
+
+if TYPE_CHECKING:
+    from ..btf import types as T
 
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -194,11 +197,13 @@ _FUNC_LINKAGE = {0: "static", 1: "global", 2: "extern"}
 _VAR_LINKAGE = {0: "static", 1: "global", 2: "extern"}
 
 
-def _kind(t: Any) -> str:
+def _kind(t: T.Type) -> str:
+    from ..btf.types import Enum
+
     k = t.kind
     # One class holds both enum kinds; compilers use ENUM64 for values
     # that do not fit 32 bits.
-    if k == "enum" and any(not -(1 << 31) <= v.value < (1 << 32) for v in t.values):
+    if isinstance(t, Enum) and any(not -(1 << 31) <= v.value < (1 << 32) for v in t.values):
         k = "enum64"
     return _KIND.get(k, k.upper())
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from . import emit_json, fail
 from ._common import add_json, load_spec, name_of
+
+if TYPE_CHECKING:
+    from ..asm import Instruction, Instructions
 
 _CALL = 0x85
 _LDDW = 0x18
@@ -24,7 +27,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def helper_name(ins: Any) -> Optional[str]:
+def helper_name(ins: Instruction) -> Optional[str]:
     """``bpf_<name>`` for a helper call, else None."""
     if ins.opcode != _CALL or ins.src != 0 or ins.reference is not None:
         return None
@@ -35,14 +38,14 @@ def helper_name(ins: Any) -> Optional[str]:
     return None
 
 
-def map_name(ins: Any, names: Dict[int, str]) -> Optional[str]:
+def map_name(ins: Instruction, names: Dict[int, str]) -> Optional[str]:
     """The map a kernel-translated ``lddw`` loads (its id is in the constant)."""
     if ins.opcode != _LDDW or ins.src not in (1, 2) or ins.reference is not None:
         return None
     return names.get(ins.constant & 0xFFFFFFFF)
 
 
-def listing(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[Dict[str, Any]]:
+def listing(insns: Instructions, map_names: Optional[Dict[int, str]] = None) -> List[Dict[str, Any]]:
     """One entry per instruction: slot, text, label (or None), helper (or
     None), map (the name, for a kernel-translated program's map loads)."""
     out: List[Dict[str, Any]] = []
@@ -54,7 +57,7 @@ def listing(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[Dict
             continue
         slot, _, text = line.partition(":\t")
         ins = next(it)
-        entry = {"slot": int(slot), "text": text, "label": label, "helper": helper_name(ins)}
+        entry: Dict[str, Any] = {"slot": int(slot), "text": text, "label": label, "helper": helper_name(ins)}
         if map_names is not None:
             entry["map"] = map_name(ins, map_names)
         out.append(entry)
@@ -62,7 +65,7 @@ def listing(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[Dict
     return out
 
 
-def lines(insns: Any, map_names: Optional[Dict[int, str]] = None) -> List[str]:
+def lines(insns: Instructions, map_names: Optional[Dict[int, str]] = None) -> List[str]:
     """The listing as text lines."""
     out = []
     for e in listing(insns, map_names):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from . import emit_json
 from ._common import add_json, flag_names, load_spec, name_of, pairs, plain, show, table
+
+if TYPE_CHECKING:
+    from ..btf import types as T
 
 # Values longer than this are cut in the text output (--json has them whole).
 _MAX_VALUE_TEXT = 60
@@ -25,16 +28,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def type_name(t: Any) -> str:
+def type_name(t: Optional[T.Type]) -> str:
     """A BTF type as C spells its use: ``u32``, ``struct event``, ``char [16]``."""
     if t is None:
         return ""
-    from ..btf import types as T
     from ..btf.format import declarator
+    from ..btf.types import Datasec, Var
 
-    if isinstance(t, T.Var):
+    if isinstance(t, Var):
         t = t.type
-    if isinstance(t, T.Datasec):
+    if isinstance(t, Datasec):
         return f"section {t.name}"
     try:
         return declarator(t).strip()

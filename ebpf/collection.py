@@ -12,17 +12,18 @@ import os
 import sys
 import types
 import typing
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import _loader
 from ._fd import check_pin_path
 from .errors import ClosedError, EBPFError, PermissionDeniedError
 from .maps import Map, check_compatible, load_pinned_map
 from .programs import Program
-from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableBase
+from .spec import CollectionSpec, MapSpec, NameDict, ProgramSpec, VariableBase
 from .types import MapFlags, MapType, PinType
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
+
 
 class Variable(VariableBase):
     """A global variable of a loaded collection, backed by live map memory.
@@ -76,7 +77,9 @@ class Variable(VariableBase):
         """Write a new value into live memory (size checked)."""
         raw = self._encode(value)
         if self.read_only:
-            raise PermissionDeniedError(f"variable {self.name} is in a read-only section (set it on the spec before loading)", 1)
+            raise PermissionDeniedError(
+                f"variable {self.name} is in a read-only section (set it on the spec before loading)", 1
+            )
         mem = self._memory()
         if mem is not None:
             mem[self.offset : self.offset + self.size] = raw
@@ -116,9 +119,10 @@ class Collection:
         _programs: Optional[Set[str]] = None,
         _maps: Optional[Set[str]] = None,
     ) -> None:
-        self.maps: Dict[str, Map] = {}
-        self.programs: Dict[str, Program] = {}
-        self.variables: Dict[str, Variable] = {}
+        # dicts whose missing names raise a KeyError that lists those present
+        self.maps: Dict[str, Map] = NameDict("map", "collection")
+        self.programs: Dict[str, Program] = NameDict("program", "collection")
+        self.variables: Dict[str, Variable] = NameDict("variable", "collection")
         self._closed = False
         try:
             _Load(self, spec, dict(map_replacements or {}), pin_path, log_level, log_size, kernel_types,
@@ -143,11 +147,15 @@ class Collection:
 
     def detach_map(self, name: str) -> Map:
         """Remove a map from the collection; the caller now owns it."""
-        return self.maps.pop(name)
+        m = self.maps[name]
+        del self.maps[name]
+        return m
 
     def detach_program(self, name: str) -> Program:
         """Remove a program from the collection; the caller now owns it."""
-        return self.programs.pop(name)
+        p = self.programs[name]
+        del self.programs[name]
+        return p
 
     def attach_all(self) -> Dict[str, Any]:
         """Attach every program whose section names its hook (like a libbpf
@@ -305,7 +313,7 @@ def _annotations(cls: type) -> Dict[str, Any]:
         for attr, ann in vars(klass).get("__annotations__", {}).items():
             try:
                 if isinstance(ann, str):
-                    parts = [eval(part, scope) for part in ann.split("|")]  # noqa: S307 - the class's own annotation
+                    parts = [eval(part, scope) for part in ann.split("|")]  # the class's own annotation
                     ann = typing.Union[tuple(parts)] if len(parts) > 1 else parts[0]
                 out[attr] = ann
             except Exception as exc:
@@ -316,8 +324,11 @@ def _annotations(cls: type) -> Dict[str, Any]:
 _UNION_ORIGINS: Tuple[Any, ...] = (typing.Union,) + ((types.UnionType,) if hasattr(types, "UnionType") else ())
 
 
+_KINDS: Dict[type, str] = {Map: "map", Program: "program", Variable: "variable"}
+
+
 def _wanted(objs: Any) -> Dict[str, Tuple[str, type, bool]]:
-    """attribute -> (spec name, Map or Program, optional) from annotations.
+    """attribute -> (spec name, Map, Program or Variable, optional) from annotations.
 
     ``Optional[X]`` and ``X | None`` mark an attribute that may be absent
     from the spec: it is set to None then, where a plain ``X`` is an error.
@@ -337,25 +348,35 @@ def _wanted(objs: Any) -> Dict[str, Tuple[str, type, bool]]:
             members = [a for a in typing.get_args(hint) if a is not type(None)]
             optional = len(members) < len(typing.get_args(hint))
             hint = members[0] if len(members) == 1 else hint
-        if hint in (Map, Program):
+        if hint in _KINDS:
             out[attr] = (name, hint, optional)
     if not out:
-        raise TypeError(f"{cls.__name__} has no attributes annotated as ebpf.Map or ebpf.Program")
+        raise TypeError(f"{cls.__name__} has no attributes annotated as ebpf.Map, ebpf.Program or ebpf.Variable")
     return out
 
 
 def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
-    """See :meth:`CollectionSpec.load_and_assign`."""
+    """See :meth:`CollectionSpec.load_and_assign`.
+
+    A ``Variable`` attribute holds a handle of its own on its section's map
+    (``var.map``), so it outlives the temporary collection; close that map
+    to release it early.
+    """
     wanted = _wanted(objs)
+    pools: Dict[type, Mapping[str, Any]] = {Map: spec.maps, Program: spec.programs, Variable: spec.variables}
     absent = set()
     for attr, (n, t, optional) in wanted.items():
-        if n not in (spec.programs if t is Program else spec.maps):
+        if n not in pools[t]:
             if not optional:
-                raise KeyError(f"{'program' if t is Program else 'map'} {n!r} is not in the spec")
+                kind = _KINDS[t]
+                names = ", ".join(sorted(pools[t])) or "none"
+                raise KeyError(f"{kind} {n!r} is not in the spec (its {kind}s: {names})")
             absent.add(attr)
     present = {a: (n, t) for a, (n, t, _) in wanted.items() if a not in absent}
     progs = {n for n, t in present.values() if t is Program}
     maps = {n for n, t in present.values() if t is Map}
+    # A global needs the map of its section.
+    maps |= {spec.variables[n].section for n, t in present.values() if t is Variable}
     asked_maps = set(maps)
     # Everything the wanted programs use, and what map contents refer to.
     changed = True
@@ -389,9 +410,13 @@ def load_and_assign(spec: CollectionSpec, objs: Any, **options: Any) -> Any:
         target = objs() if isinstance(objs, type) else objs
         for attr in absent:
             setattr(target, attr, None)
-        given: Dict[Tuple[str, type], Any] = {}
+        given: Dict[Tuple[str, type], Union[Map, Program]] = {}
         for attr, (name, t) in present.items():
-            if (name, t) in given:
+            obj: Union[Map, Program, Variable]
+            if t is Variable:
+                v = coll.variables[name]
+                obj = Variable(v.name, v.map.clone(), v.offset, v.size, v.type)
+            elif (name, t) in given:
                 obj = given[(name, t)].clone()  # each attribute owns its handle
             else:
                 obj = coll.detach_program(name) if t is Program else coll.detach_map(name)

@@ -24,8 +24,21 @@ from __future__ import annotations
 import hashlib
 import os
 import typing
-from typing import (TYPE_CHECKING, Any, BinaryIO, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type,
-                    TypeVar, Union)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
 
 from .btf import types as T
 from .btf.codec import StructValue, bind_class, codec_for, fields
@@ -422,7 +435,7 @@ def load_objects(
         wanted[slot] = ("section", section)
         hints[slot] = typing.Annotated[Map, section]
     holder = type("_Load", (), {"__annotations__": hints})
-    loaded = spec.load_and_assign(holder, pin_path=pin_path, kernel_types=kernel_types)
+    loaded: Any = spec.load_and_assign(holder, pin_path=pin_path, kernel_types=kernel_types)  # a class made here
     objs = cls()
     try:
         data_maps: Dict[str, Map] = {}

@@ -16,17 +16,56 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from ._values import encode_fixed
 from .errors import EBPFError, InvalidObjectError
 from .sections import is_data_section
-from .types import AttachType, MapType, PinType, ProgramType
+from .types import AttachType, MapType, PinType, ProgramType, to_enum
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .asm import Instructions
+    from .asm import Instruction, Instructions
+    from .btf import Spec as BTFSpec
 
-__all__ = ["CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "VariableBase", "encode_instructions"]
+__all__ = [
+    "CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "VariableBase", "NameDict", "InstructionsLike",
+    "encode_instructions",
+]
+
+_V = TypeVar("_V")
+_T = TypeVar("_T")
+
+
+class NameDict(Dict[str, _V]):
+    """The ``maps``/``programs``/``variables`` of a spec or a collection: a
+    ``dict`` whose missing names raise a :class:`KeyError` that says which
+    names there are."""
+
+    def __init__(self, kind: str, owner: str, items: Union[Mapping[str, _V], Iterable[Tuple[str, _V]]] = ()) -> None:
+        super().__init__(items)
+        self._kind = kind  # "map", "program", "variable"
+        self._owner = owner  # "spec", "collection"
+
+    def __missing__(self, name: str) -> _V:
+        present = ", ".join(sorted(self)) if self else "none"
+        raise KeyError(f"no {self._kind} {name!r} in this {self._owner} (its {self._kind}s: {present})")
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (NameDict, (self._kind, self._owner, dict(self)))
 
 
 @dataclass(eq=True)
@@ -56,8 +95,8 @@ class MapSpec:
     map_extra: int = 0
 
     def __post_init__(self) -> None:
-        self.type = _enum(MapType, self.type)
-        self.pinning = _enum(PinType, self.pinning)
+        self.type = to_enum(MapType, self.type)
+        self.pinning = to_enum(PinType, self.pinning)
 
     def copy(self) -> "MapSpec":
         """A deep copy; BTF types are immutable and shared."""
@@ -73,29 +112,79 @@ class MapSpec:
         """Whether this map holds globals of a data section."""
         return is_data_section(self.name)
 
+    def __repr__(self) -> str:
+        # Short: a data section's contents is its whole image.
+        parts = [f"name={self.name!r}", f"type={_enum_name(self.type)}", f"key_size={self.key_size}",
+                 f"value_size={self.value_size}", f"max_entries={self.max_entries}"]
+        if self.flags:
+            parts.append(f"flags={self.flags:#x}")
+        if self.pinning != PinType.NONE:
+            parts.append(f"pinning={_enum_name(self.pinning)}")
+        if self.inner_map is not None:
+            parts.append(f"inner_map={self.inner_map!r}")
+        if self.contents:
+            parts.append(f"contents=<{_plural(len(self.contents), 'entry', 'entries')}>")
+        for what in ("key", "value"):
+            t = getattr(self, what)
+            if t is not None:
+                parts.append(f"{what}={_type_name(t)}")
+        return f"MapSpec({', '.join(parts)})"
+
+
+InstructionsLike = Union["Instructions", Iterable["Instruction"], bytes, bytearray, memoryview]
+"""What ``ProgramSpec.instructions`` accepts: instructions in any iterable, or
+the kernel's 8-byte encoding of them (in the host's byte order)."""
+
 
 class _Instructions:
-    """The ``ProgramSpec.instructions`` field.
+    """The ``ProgramSpec.instructions`` field: always an ``asm.Instructions``.
 
-    A program read from ELF is decoded (and its functions linked in) on
-    first access only: loading an unchanged program needs libbpf's bytes,
-    never the decoded list.  Until then the field holds :data:`_FROM_ORIGIN`
-    and the program's origin knows how to decode it.
+    An ``Instructions`` given is kept as it is; any other iterable of
+    ``asm.Instruction`` becomes one, and bytes are decoded.  A program read
+    from ELF is decoded (and its functions linked in) on first access only:
+    loading an unchanged program needs libbpf's bytes, never the decoded
+    list.  Until then the field holds :data:`_FROM_ORIGIN` and the program's
+    origin knows how to decode it.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = "_" + name
 
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
+    @overload
+    def __get__(self, obj: None, owner: Any = None) -> Tuple[()]: ...
+
+    @overload
+    def __get__(self, obj: ProgramSpec, owner: Any = None) -> Instructions: ...
+
+    def __get__(self, obj: Optional[ProgramSpec], owner: Any = None) -> Union[Tuple[()], Instructions]:
         if obj is None:
-            return b""  # the dataclass default
-        value = obj.__dict__[self._slot]
+            return ()  # the dataclass default: __set__ makes a fresh, empty list of it
+        value: Instructions = obj.__dict__[self._slot]
         if value is _FROM_ORIGIN:
+            assert obj._origin is not None
             value = obj.__dict__[self._slot] = obj._origin.instructions()
         return value
 
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self._slot] = value
+    def __set__(self, obj: ProgramSpec, value: InstructionsLike) -> None:
+        obj.__dict__[self._slot] = _as_instructions(obj.name, value)
+
+
+def _as_instructions(program: str, value: InstructionsLike) -> Instructions:
+    from .asm import Instruction, Instructions  # pure Python, loaded when first needed
+
+    if isinstance(value, Instructions):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Instructions.decode(bytes(value), sys.byteorder)
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise TypeError(f"program {program}: instructions must be asm.Instruction objects (in a list, "
+                        f"asm.Instructions, any iterable) or their encoding as bytes, not {type(value).__name__}")
+    out = Instructions(value)
+    for index, ins in enumerate(out):
+        if not isinstance(ins, Instruction):
+            raise TypeError(f"program {program}: instructions[{index}] is {type(ins).__name__} {ins!r}, "
+                            f"not an asm.Instruction")
+    return out
 
 
 _FROM_ORIGIN: Any = object()
@@ -105,11 +194,12 @@ _FROM_ORIGIN: Any = object()
 class ProgramSpec:
     """Blueprint of a program.
 
-    ``instructions`` is the encoded instruction stream (8 bytes each) or any
-    object with ``encode()`` returning it (such as ``ebpf.asm.Instructions``,
-    which is what a program read from ELF has: the program followed by every
-    function it calls).  ``attach_to`` names the hook (e.g.
-    ``"syscalls/sys_enter_getpid"`` for ``tracepoint/syscalls/sys_enter_getpid``).
+    ``instructions`` is an :class:`ebpf.asm.Instructions`; it may be given as
+    any iterable of :class:`ebpf.asm.Instruction` (a plain list, say) or as
+    the kernel's 8-byte encoding, and is kept as ``asm.Instructions``.  A
+    program read from ELF has the program followed by every function it
+    calls.  ``attach_to`` names the hook (e.g. ``"syscalls/sys_enter_getpid"``
+    for ``tracepoint/syscalls/sys_enter_getpid``).
     """
 
     name: str
@@ -117,22 +207,22 @@ class ProgramSpec:
     attach_type: AttachType = AttachType.NONE
     attach_to: str = ""
     section_name: str = ""
-    instructions: Any = _Instructions()
+    instructions: _Instructions = _Instructions()
     license: str = ""
     kernel_version: int = 0
     flags: int = 0
 
     def __post_init__(self) -> None:
-        self.type = _enum(ProgramType, self.type)
-        self.attach_type = _enum(AttachType, self.attach_type)
+        self.type = to_enum(ProgramType, self.type)
+        self.attach_type = to_enum(AttachType, self.attach_type)
         self._origin: Optional[_ProgramOrigin] = None
 
-    def copy(self) -> "ProgramSpec":
+    def copy(self) -> ProgramSpec:
         """A copy whose instructions can be edited without touching this one."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)  # the origin is immutable and shared
         insns = self.__dict__["_instructions"]
-        if insns is not _FROM_ORIGIN and hasattr(insns, "copy") and not isinstance(insns, bytes):
+        if insns is not _FROM_ORIGIN:
             new.__dict__["_instructions"] = insns.copy()
         return new
 
@@ -140,18 +230,59 @@ class ProgramSpec:
         """The instruction stream as the kernel reads it."""
         return encode_instructions(self.instructions)
 
+    def instruction_count(self) -> int:
+        """How many instructions the program has (``lddw`` counts once), without
+        decoding a program read from ELF that nobody looked at yet."""
+        if _decoded(self):
+            return len(self.instructions)
+        assert self._origin is not None
+        raw = self._origin.linked()
+        # The second half of each lddw (opcode 0x18) is not an instruction.
+        return len(raw) // 8 - sum(1 for off in range(0, len(raw), 8) if raw[off] == 0x18)
 
-def encode_instructions(insns: Any) -> bytes:
-    """``insns`` (bytes or an object with ``encode()``) as 8-byte instructions."""
-    if isinstance(insns, (bytes, bytearray, memoryview)):
-        raw = bytes(insns)
-    elif hasattr(insns, "encode"):
-        raw = bytes(insns.encode())
-    else:
-        raise TypeError(f"instructions must be bytes or have encode(), not {type(insns).__name__}")
+    def __repr__(self) -> str:
+        # Short: the instructions are counted, not listed (str(spec.instructions)
+        # disassembles them).
+        parts = [f"name={self.name!r}", f"type={_enum_name(self.type)}"]
+        if self.attach_type != AttachType.NONE:
+            parts.append(f"attach_type={_enum_name(self.attach_type)}")
+        if self.attach_to:
+            parts.append(f"attach_to={self.attach_to!r}")
+        if self.section_name:
+            parts.append(f"section_name={self.section_name!r}")
+        parts.append(f"instructions=<{_plural(self.instruction_count(), 'instruction')}>")
+        if self.license:
+            parts.append(f"license={self.license!r}")
+        if self.kernel_version:
+            parts.append(f"kernel_version={self.kernel_version:#x}")
+        if self.flags:
+            parts.append(f"flags={self.flags:#x}")
+        return f"ProgramSpec({', '.join(parts)})"
+
+
+def encode_instructions(insns: Union[Instructions, bytes]) -> bytes:
+    """``insns`` as the kernel's 8-byte instructions (in the host's byte order)."""
+    raw = bytes(insns) if isinstance(insns, (bytes, bytearray, memoryview)) else insns.encode(sys.byteorder)
     if len(raw) % 8:
         raise InvalidObjectError(f"instruction stream of {len(raw)} bytes is not a multiple of 8")
     return raw
+
+
+_NAMED_FIELDS = {"maps": "map", "programs": "program", "variables": "variable"}
+
+
+def _enum_name(value: int) -> str:
+    return getattr(value, "name", None) or str(int(value))
+
+
+def _plural(n: int, word: str, words: Optional[str] = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def _type_name(t: Any) -> str:
+    """A BTF type as a repr shows it: ``Typedef 'u32'``, ``Struct 'record'``."""
+    name = getattr(t, "name", "")
+    return f"<{type(t).__name__} {name!r}>" if name else f"<{type(t).__name__}>"
 
 
 class VariableBase:
@@ -247,16 +378,34 @@ def _codec_for_var(var: Any) -> Any:
 
 @dataclass
 class CollectionSpec:
-    """Maps, programs, variables and BTF types of one object."""
+    """Maps, programs, variables and BTF types of one object.
+
+    ``maps``, ``programs`` and ``variables`` are dicts by name (a dict
+    assigned to them is copied into a :class:`NameDict`, whose missing names
+    raise a ``KeyError`` listing the names there are).
+    """
 
     maps: Dict[str, MapSpec] = field(default_factory=dict)
     programs: Dict[str, ProgramSpec] = field(default_factory=dict)
     variables: Dict[str, VariableSpec] = field(default_factory=dict)
-    types: Optional[Any] = field(default=None, compare=False)
+    types: Optional[BTFSpec] = field(default=None, compare=False)
     byte_order: str = "little"
 
     def __post_init__(self) -> None:
         self._origin: Optional[_ObjectOrigin] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        kind = _NAMED_FIELDS.get(name)
+        if kind is not None and not isinstance(value, NameDict):
+            value = NameDict(kind, "spec", value)
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        # Short: names and sizes, never instructions or data images.
+        progs = ", ".join(f"{n!r}: <{_plural(p.instruction_count(), 'instruction')}>"
+                          for n, p in self.programs.items())
+        return (f"CollectionSpec(maps={list(self.maps)!r}, programs={{{progs}}}, "
+                f"variables={list(self.variables)!r}, types={self.types!r}, byte_order={self.byte_order!r})")
 
     def copy(self) -> "CollectionSpec":
         """A deep copy: editing it never touches this spec."""
@@ -277,17 +426,25 @@ class CollectionSpec:
 
     __copy__ = copy
 
-    def __deepcopy__(self, memo: dict) -> "CollectionSpec":
+    def __deepcopy__(self, memo: Dict[int, Any]) -> CollectionSpec:
         return self.copy()
+
+    @overload
+    def load_and_assign(self, objs: Type[_T], **options: Any) -> _T: ...
+
+    @overload
+    def load_and_assign(self, objs: _T, **options: Any) -> _T: ...
 
     def load_and_assign(self, objs: Any, **options: Any) -> Any:
         """Load only what ``objs`` asks for and assign it.
 
-        ``objs`` is an object (or class) whose annotations name maps and
-        programs, typed ``Map`` or ``Program``; attribute names are matched
-        to spec names directly, or through ``ebpf_name`` metadata via
-        ``typing.Annotated[Map, "name"]``.  Returns ``objs``.  Options are those
-        of :class:`ebpf.Collection`.
+        ``objs`` is an object (or a class, made with no arguments) whose
+        annotations name maps, programs and globals, typed ``ebpf.Map``,
+        ``ebpf.Program`` or ``ebpf.Variable``; attribute names are matched to
+        spec names directly, or given as ``typing.Annotated[ebpf.Map, "name"]``.
+        ``Optional[X]`` (or ``X | None``) marks one that may be absent from the
+        spec: it is set to None then.  Returns the filled object.  Options are
+        those of :class:`ebpf.Collection`.
         """
         # The objects layer sits above this one: it is reached through the
         # package's public names at call time, never imported from here.
@@ -300,19 +457,6 @@ class CollectionSpec:
             raise KeyError(f"no such variables: {', '.join(sorted(missing))}")
         for name, value in consts.items():
             self.variables[name].set(value)
-
-
-def _enum(cls: Any, value: Any) -> Any:
-    """``cls(value)``, or the plain int for a value newer than the enum."""
-    if type(value) is cls:
-        return value
-    member = cls._value2member_map_.get(value)
-    if member is not None:
-        return member
-    try:
-        return cls(value)
-    except ValueError:
-        return int(value)
 
 
 # --------------------------------------------------------------------------

@@ -319,3 +319,50 @@ def test_no_fd_leak_over_many_loads():
         with pytest.raises(VerifierError):
             ebpf.Collection(spec)
     assert _open_fds() == before
+
+
+def test_missing_names_in_a_collection_list_those_present(core):
+    with ebpf.Collection(core) as c:
+        for table, kind, present in ((c.maps, "map", "hash_map"), (c.programs, "program", "run_syscall"),
+                                     (c.variables, "variable", "counter")):
+            with pytest.raises(KeyError, match=f"no {kind} 'nope' in this collection") as info:
+                table["nope"]
+            assert present in str(info.value)
+        with pytest.raises(KeyError, match="its maps: .*hash_map"):
+            c.detach_map("nope")
+        with pytest.raises(KeyError, match="its programs: .*run_syscall"):
+            c.detach_program("nope")
+
+
+def test_load_and_assign_unknown_name_lists_those_present():
+    class Wrong:
+        nope: ebpf.Variable
+
+    spec = ebpf.load_collection_spec(fixture_path("core.o"))
+    with pytest.raises(KeyError, match=r"variable 'nope' is not in the spec \(its variables: .*counter"):
+        spec.load_and_assign(Wrong)
+
+
+class WithVariables:
+    run_syscall: ebpf.Program
+    counter: ebpf.Variable
+    value: Annotated[ebpf.Variable, "bss_value"]
+    ret_value: Optional[ebpf.Variable]
+    absent: ebpf.Variable | None
+
+
+def test_load_and_assign_fills_variables(core):
+    objs = core.load_and_assign(WithVariables)
+    assert objs.absent is None and objs.ret_value is not None
+    try:
+        assert objs.counter.get() == 1 and objs.ret_value.get() == 7
+        objs.counter.set(41)  # live memory the program sees
+        assert objs.run_syscall.run().retval == 7
+        assert objs.counter.get() == 42
+        assert objs.value.get() != 0  # the program wrote it
+        with pytest.raises(PermissionDeniedError):
+            objs.ret_value.set(1)
+    finally:
+        objs.run_syscall.close()
+        for v in (objs.counter, objs.value, objs.ret_value):
+            v.map.close()

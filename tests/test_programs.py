@@ -211,3 +211,11 @@ def test_run_raw_tracepoint_with_ctx():
     with ebpf.Program(spec) as prog:
         res = prog.run(ctx=struct.pack("<Q", 99))
     assert res.retval == 99
+
+
+def test_a_plain_list_of_instructions_loads():
+    spec = ProgramSpec("from_list", ProgramType.SOCKET_FILTER, instructions=[asm.mov_imm(R0, 2), asm.exit()],
+                       license="GPL")
+    assert type(spec.instructions) is asm.Instructions
+    with ebpf.Program(spec) as p:
+        assert p.run(b"\0" * 14).retval == 2

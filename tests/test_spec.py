@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import io
+import sys
 
 import pytest
 
 import ebpf
 from ebpf import AttachType, MapType, PinType, ProgramType
 from ebpf.errors import InvalidObjectError, MarshalError, NotSupportedError
+from ebpf.spec import _decoded
 
 from conftest import fixture_path
 
@@ -188,3 +190,73 @@ def test_sections_newer_than_libbpf_load(fixture):
             "tcx_in": ebpf.ProgramType.SCHED_CLS,
             "tcx_out": ebpf.ProgramType.SCHED_CLS,
         }
+
+
+# -- objects that are pleasant to use ----------------------------------------------------------
+
+
+def test_program_spec_repr_counts_instructions_instead_of_listing_them():
+    big = ebpf.ProgramSpec("big", ProgramType.SOCKET_FILTER, license="GPL",
+                           instructions=[ebpf.asm.mov_imm(ebpf.asm.R0, i) for i in range(895)] + [ebpf.asm.exit()])
+    text = repr(big)
+    assert len(text) < 200, text
+    assert text.startswith("ProgramSpec(name='big', type=SOCKET_FILTER") and "instructions=<896 instructions>" in text
+    assert "license='GPL'" in text
+
+
+def test_collection_spec_repr_names_maps_and_programs_without_decoding_them():
+    spec = ebpf.load_collection_spec(fixture_path("core.o"))  # fresh: nothing decoded yet
+    text = repr(spec)
+    assert len(text) < 1000, text
+    for name in list(spec.maps) + list(spec.variables):
+        assert repr(name) in text
+    for name, p in spec.programs.items():
+        assert f"{name!r}: <{p.instruction_count()} instructions>" in text
+    assert not any(_decoded(p) for p in spec.programs.values())  # printing decoded nothing
+    for name, p in spec.programs.items():
+        assert p.instruction_count() == len(p.instructions), name
+        assert repr(p).startswith(f"ProgramSpec(name={name!r}") and len(repr(p)) < 300
+    for ms in spec.maps.values():
+        assert len(repr(ms)) < 400 and repr(ms).startswith(f"MapSpec(name={ms.name!r}")
+
+
+def test_instructions_accept_any_iterable_of_instructions():
+    asm = ebpf.asm
+    body = [asm.mov_imm(asm.R0, 2), asm.exit()]
+    for given in (body, tuple(body), (ins for ins in body), asm.Instructions(body).encode(sys.byteorder)):
+        ps = ebpf.ProgramSpec("p", ProgramType.SOCKET_FILTER, instructions=given)
+        assert type(ps.instructions) is asm.Instructions and ps.instructions == body
+    kept = asm.Instructions(body)
+    assert ebpf.ProgramSpec("p", instructions=kept).instructions is kept
+    ps = ebpf.ProgramSpec("p")
+    ps.instructions = body  # assigning later converts too
+    assert type(ps.instructions) is asm.Instructions
+    # The default is an empty list of one's own.
+    a, b = ebpf.ProgramSpec("a"), ebpf.ProgramSpec("b")
+    a.instructions.append(asm.exit())
+    assert type(b.instructions) is asm.Instructions and len(b.instructions) == 0
+
+
+def test_a_wrong_instruction_is_a_typed_error_at_construction():
+    asm = ebpf.asm
+    with pytest.raises(TypeError, match=r"program p: instructions\[1\] is int"):
+        ebpf.ProgramSpec("p", instructions=[asm.exit(), 0x95])
+    with pytest.raises(TypeError, match="not str"):
+        ebpf.ProgramSpec("p", instructions="exit")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not int"):
+        ebpf.ProgramSpec("p", instructions=7)  # type: ignore[arg-type]
+    with pytest.raises(InvalidObjectError, match="multiple of 8"):
+        ebpf.ProgramSpec("p", instructions=b"\x95\0\0")
+
+
+def test_missing_names_in_a_spec_list_those_present(core_spec):
+    spec = core_spec.copy()
+    for table, kind, present in ((spec.maps, "map", "hash_map"), (spec.programs, "program", "run_syscall"),
+                                 (spec.variables, "variable", "counter")):
+        with pytest.raises(KeyError, match=f"no {kind} 'nope' in this spec") as info:
+            table["nope"]
+        assert present in str(info.value)
+    spec.programs = {}  # a plain dict assigned is wrapped too
+    with pytest.raises(KeyError, match=r"its programs: none"):
+        spec.programs["nope"]
+    assert spec.maps.get("nope") is None and "nope" not in spec.maps  # the dict API is unchanged

@@ -99,15 +99,19 @@ _LAZY_NAMES: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    mod = _LAZY_NAMES.get(name)
-    if mod is not None:
-        value = getattr(importlib.import_module(mod, __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ebpf' has no attribute {name!r}")
+if not TYPE_CHECKING:
+    # Hidden from checkers, which know every name from the imports above: to
+    # them a misspelt ``ebpf.nmae`` is an error, not an ``Any``.
+
+    def __getattr__(name: str) -> Any:
+        if name in _SUBMODULES:
+            return importlib.import_module(f".{name}", __name__)
+        mod = _LAZY_NAMES.get(name)
+        if mod is not None:
+            value = getattr(importlib.import_module(mod, __name__), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'ebpf' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -507,7 +507,8 @@ class _ObjectJob:
             d = m.definition()
         ms = self.spec.maps[key]
         created = MapSpec(
-            name=ms.name, type=cast(MapType, d.type), key_size=d.key_size, value_size=d.value_size, max_entries=d.max_entries,
+            name=ms.name, type=cast(MapType, d.type), key_size=d.key_size, value_size=d.value_size,
+            max_entries=d.max_entries,
             flags=d.flags, pinning=ms.pinning, inner_map=ms.inner_map.copy() if ms.inner_map is not None else None,
             key=ms.key, value=ms.value, numa_node=d.numa_node, map_extra=d.map_extra,
         )

@@ -278,9 +278,13 @@ def _check_insn_relocations(target: _elf.Section, relocs: List[_elf.Relocation])
     code = target.data
     for rel in relocs:
         if rel.offset % 8 or rel.offset + 8 > len(code):
-            raise InvalidObjectError(f"invalid ELF object: relocation at {rel.offset} is not on an instruction of {target}")
+            raise InvalidObjectError(
+                f"invalid ELF object: relocation at {rel.offset} is not on an instruction of {target}"
+            )
         if code[rel.offset] == 0x18 and rel.offset + 16 > len(code):
-            raise InvalidObjectError(f"invalid ELF object: relocated 64-bit load at {rel.offset} is cut off by the end of {target}")
+            raise InvalidObjectError(
+                f"invalid ELF object: relocated 64-bit load at {rel.offset} is cut off by the end of {target}"
+            )
 
 
 def check_object(data: bytes, elf: Optional[_elf.ElfFile] = None) -> None:

@@ -24,7 +24,9 @@ from typing import BinaryIO, Dict, Iterable, List, Optional, Tuple, Union, cast
 from . import _elf, _libbpf, sections
 from ._linker import Linker
 from ._validate import check_object
-from .btf import Datasec, Spec as BTFSpec, Struct, Type as BTFType, underlying
+from .btf import Datasec, Struct, underlying
+from .btf import Spec as BTFSpec
+from .btf import Type as BTFType
 from .errors import InvalidObjectError, NotSupportedError
 from .spec import (
     CollectionSpec,

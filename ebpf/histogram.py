@@ -107,7 +107,7 @@ def print_log2_hist(counts: Union[Counts, Any], val_type: str = "value", *, file
     :func:`counts_from_map`; a map of ``struct hist`` values prints one
     histogram per key under ``<section_header> = <key>``)."""
     _print(log2_histogram, counts, val_type, file, section_header,
-           dict(strip_leading_zero=strip_leading_zero, bcc_slots=bcc_slots))
+           {"strip_leading_zero": strip_leading_zero, "bcc_slots": bcc_slots})
 
 
 def print_linear_hist(counts: Union[Counts, Any], val_type: str = "value", *, file: Optional[TextIO] = None,
@@ -116,7 +116,7 @@ def print_linear_hist(counts: Union[Counts, Any], val_type: str = "value", *, fi
     """Print a linear histogram of ``counts`` (a list or a map, as
     :func:`print_log2_hist`)."""
     _print(linear_histogram, counts, val_type, file, section_header,
-           dict(base=base, step=step, strip_leading_zero=strip_leading_zero))
+           {"base": base, "step": step, "strip_leading_zero": strip_leading_zero})
 
 
 def _print(fmt: Any, counts: Any, val_type: str, file: Optional[TextIO], section_header: str,

@@ -39,4 +39,6 @@ def remove_memlock() -> None:
     try:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     except (ValueError, OSError) as exc:
-        raise PermissionDeniedError(f"cannot raise RLIMIT_MEMLOCK: {exc} (needs CAP_SYS_RESOURCE)", errno.EPERM) from None
+        raise PermissionDeniedError(
+            f"cannot raise RLIMIT_MEMLOCK: {exc} (needs CAP_SYS_RESOURCE)", errno.EPERM
+        ) from None

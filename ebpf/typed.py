@@ -14,8 +14,21 @@ promise the map's BTF keeps, which is why skeletons made by
 
 from __future__ import annotations
 
-from typing import (TYPE_CHECKING, Any, Generic, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast,
-                    overload)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from .collection import Variable
 from .maps import Map

@@ -37,21 +37,21 @@ def path(obj: str) -> str:
 
 
 def _map(type, key_size=0, value_size=0, max_entries=0, flags=0, pinning=PinType.NONE, inner_map=None, contents=()):
-    return dict(
-        type=type,
-        key_size=key_size,
-        value_size=value_size,
-        max_entries=max_entries,
-        flags=flags,
-        pinning=pinning,
-        inner_map=inner_map,
-        contents=list(contents),
-    )
+    return {
+        "type": type,
+        "key_size": key_size,
+        "value_size": value_size,
+        "max_entries": max_entries,
+        "flags": flags,
+        "pinning": pinning,
+        "inner_map": inner_map,
+        "contents": list(contents),
+    }
 
 
 def _prog(type, section_name, license="", attach_type=AttachType.NONE):
     # attach_to and kernel_version are checked by separate tests.
-    return dict(type=type, attach_type=attach_type, section_name=section_name, license=license)
+    return {"type": type, "attach_type": attach_type, "section_name": section_name, "license": license}
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,10 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 REQUIRE_KERNEL = os.environ.get("EBPF_REQUIRE_KERNEL") == "1"
 
+# The network and cgroup fixtures (netns, veth, cgroup, source) for every
+# test module that asks for them by name.
+pytest_plugins = ["netutil"]
+
 
 def _kernel_reason() -> str | None:
     if os.geteuid() != 0:

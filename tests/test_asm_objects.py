@@ -104,7 +104,8 @@ def _normalise(text: str) -> str:
 
 def objdump(tool: str, path: Path, *extra: str) -> Dict[str, Dict[int, str]]:
     """section name -> slot -> normalised disassembly."""
-    out = subprocess.run([tool, "-d", "--no-show-raw-insn", *extra, str(path)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([tool, "-d", "--no-show-raw-insn", *extra, str(path)],
+                         check=True, capture_output=True, text=True).stdout
     result: Dict[str, Dict[int, str]] = {}
     current: Optional[Dict[int, str]] = None
     for line in out.splitlines():
@@ -168,7 +169,8 @@ def v4_objects(tmp_path_factory: pytest.TempPathFactory) -> List[Path]:
     for source in sorted((ROOT / "fixtures").glob("asm_*.bpf.c")):
         for target in ("bpfel", "bpfeb"):
             obj = out / f"{source.name[:-6]}.{target}.o"
-            subprocess.run([CLANG_NEW, "-O2", "-g", "-target", target, "-mcpu=v4", "-c", str(source), "-o", str(obj)], check=True)
+            subprocess.run([CLANG_NEW, "-O2", "-g", "-target", target, "-mcpu=v4", "-c", str(source), "-o", str(obj)],
+                           check=True)
             objects.append(obj)
     assert objects
     return objects

@@ -9,8 +9,7 @@ import struct
 import pytest
 
 import ebpf.btf as btf
-from ebpf.btf import (Array, Enum, EnumValue, Float, Int, IntEncoding, Member, Pointer, Struct,
-                      Typedef, Union, codec_for)
+from ebpf.btf import Array, Enum, EnumValue, Float, Int, IntEncoding, Member, Pointer, Struct, Typedef, Union, codec_for
 
 from conftest import fixture_path
 
@@ -105,8 +104,9 @@ def test_struct_round_trip() -> None:
     c = codec_for(_packet())
     v = c.decode(bytes(c.size))
     assert v.hdr.flags == 0 and v.pairs[1].b == 0 and v.name == b"" and v.ok is False
+    # i=-3 makes f a NaN: compare bytes
     v2 = c.cls(hdr={"flags": 1, "lo": 15, "hi": -8, "len": 9, "tail": 7}, i=-3,
-               pairs=[{"a": 1, "b": 2}, {"a": 3, "b": 4}], name="ab", ok=True, ptr=16)  # i=-3 makes f a NaN: compare bytes
+               pairs=[{"a": 1, "b": 2}, {"a": 3, "b": 4}], name="ab", ok=True, ptr=16)
     raw = c.encode(v2)
     back = c.decode(raw)
     assert back.hdr.lo == 15 and back.hdr.hi == -8 and back.hdr.tail == 7

@@ -76,20 +76,20 @@ def _actual_map(ms: ebpf.MapSpec) -> dict:
     inner = None
     if ms.inner_map is not None:
         inner = (ms.inner_map.name, _actual_map(ms.inner_map))
-    return dict(
-        type=ms.type,
-        key_size=ms.key_size,
-        value_size=ms.value_size,
-        max_entries=ms.max_entries,
-        flags=ms.flags,
-        pinning=ms.pinning,
-        inner_map=inner,
-        contents=list(ms.contents),
-    )
+    return {
+        "type": ms.type,
+        "key_size": ms.key_size,
+        "value_size": ms.value_size,
+        "max_entries": ms.max_entries,
+        "flags": ms.flags,
+        "pinning": ms.pinning,
+        "inner_map": inner,
+        "contents": list(ms.contents),
+    }
 
 
 def _actual_prog(ps: ebpf.ProgramSpec) -> dict:
-    return dict(type=ps.type, attach_type=ps.attach_type, section_name=ps.section_name, license=ps.license)
+    return {"type": ps.type, "attach_type": ps.attach_type, "section_name": ps.section_name, "license": ps.license}
 
 
 def _expected(obj: str, kind: str, name: str) -> dict:

@@ -133,7 +133,7 @@ def test_kernel_c_one_call_per_chunk_equals_one_call_per_type():
         chunks = []
         import threading
 
-        t = threading.Thread(target=lambda: chunks.append(os.fdopen(r, "rb").read()))
+        t = threading.Thread(target=lambda chunks=chunks, r=r: chunks.append(os.fdopen(r, "rb").read()))
         t.start()
         try:
             _libbpf.dump_btf_c(w, path=KERNEL_BTF, type_ids=ids)

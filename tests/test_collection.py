@@ -12,7 +12,6 @@ import ebpf
 from ebpf import MapType, PinType
 from ebpf.errors import (
     ClosedError,
-    KeyNotExistError,
     MapIncompatibleError,
     PermissionDeniedError,
     VerifierError,

@@ -7,7 +7,6 @@ following the guide would have them."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -35,8 +34,8 @@ def example_objects(tmp_path_factory) -> Path:
     arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True, check=True).stdout.strip()
     for src in sorted((ROOT / "examples").glob("*.bpf.c")):
         obj = out / (src.name[: -len(".bpf.c")] + ".o")
-        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}", "-c", str(src), "-o", str(obj)],
-                       check=True)
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}", "-c", str(src),
+                        "-o", str(obj)], check=True)
     return out
 
 
@@ -56,4 +55,4 @@ def test_examples_run(page, example_objects, monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for i, block in enumerate(python_blocks(page)):
         code = compile(block, f"docs/{page} (python block {i + 1})", "exec")
-        exec(code, module.__dict__)  # noqa: S102 - the guide's own examples
+        exec(code, module.__dict__)

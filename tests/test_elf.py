@@ -7,15 +7,15 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 
-from conftest import CILIUM_TESTDATA, FIXTURES, ROOT
 from ebpf import _elf
 from ebpf.errors import InvalidObjectError
+
+from conftest import CILIUM_TESTDATA, FIXTURES
 
 OBJECTS = sorted(
     list(FIXTURES.glob("*.o"))
@@ -29,7 +29,8 @@ needs_llvm = pytest.mark.skipif(
 )
 
 # R_BPF_* numbers as llvm spells them.
-RELOC_TYPES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32", 4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
+RELOC_TYPES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32", 4: "R_BPF_64_NODYLD32",
+               10: "R_BPF_64_32"}
 
 
 def _readelf_json(path: Path, *flags: str) -> dict:
@@ -178,7 +179,7 @@ def test_truncations_never_escape() -> None:
     data = _sample()
     for n in range(0, len(data), 7):
         try:
-            _elf.ElfFile(data[:n]).symbols
+            _elf.ElfFile(data[:n]).symbols  # noqa: B018 - reading it parses
         except InvalidObjectError:
             pass
 
@@ -205,7 +206,7 @@ def test_symbol_name_out_of_range() -> None:
     assert elf.symtab is not None
     bad = _elf.ElfFile(_patch(data, elf.symtab.offset + 24 * 3, "<I", 0xFFFFFF))
     with pytest.raises(InvalidObjectError, match="symbol 3: name offset"):
-        bad.symbols
+        bad.symbols  # noqa: B018 - reading it parses
 
 
 def test_relocation_symbol_out_of_range() -> None:

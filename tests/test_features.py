@@ -79,11 +79,11 @@ def test_iterator_probe_agrees_with_a_real_load():
     for target, prog in (("task", "dump_tgids"), ("bpf_map_elem", "dump_elems")):
         spec = ebpf.load_collection_spec(fixture_path("link_iter.o"))
 
-        def load():
+        def load(spec=spec, prog=prog):
             objs = type("Objs", (), {"__annotations__": {"p": Annotated[ebpf.Program, prog]}})
             spec.load_and_assign(objs).p.close()
 
-        assert _outcome(lambda: features.have_iterator(target)) == _outcome(load), target
+        assert _outcome(lambda target=target: features.have_iterator(target)) == _outcome(load), target
 
 
 def test_newer_types_than_libbpf_knows_are_probed_with_the_kernel():

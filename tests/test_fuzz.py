@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
-from conftest import CILIUM_TESTDATA, ROOT
 from ebpf import _elf
 from ebpf._validate import check_object
 from ebpf.errors import InvalidObjectError
 
+from conftest import CILIUM_TESTDATA, ROOT
+
 sys.path.insert(0, str(ROOT / "scripts"))
-import fuzz  # noqa: E402
+import fuzz
 
 
 def _have_libbpf() -> bool:

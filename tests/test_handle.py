@@ -15,9 +15,9 @@ import time
 import pytest
 
 from ebpf import AttachType
+from ebpf._epoll import EventReader
 from ebpf._fd import FDOwner
 from ebpf._handle import Handle
-from ebpf._epoll import EventReader
 from ebpf.errors import ClosedError
 from ebpf.link import Link
 from ebpf.link.cgroup import ProgAttachCgroup
@@ -30,7 +30,6 @@ from ebpf.link.usdt import USDTLink
 from ebpf.ringbuf import Writer
 
 from conftest import ROOT, fixture_path
-from netutil import cgroup, netns  # noqa: F401 (fixtures)
 
 
 class Counted(Handle):
@@ -71,15 +70,15 @@ def test_close_from_many_threads_releases_once():
     for _ in range(20):
         h = Counted(delay=0.01)
         start = threading.Barrier(16)
-        seen = []
+        seen: list = []
 
-        def closer() -> None:
+        def closer(h: Counted, start: threading.Barrier, seen: list) -> None:
             start.wait()
             h.close()
             # Every caller returns only once the release has finished.
             seen.append(h.finished)
 
-        threads = [threading.Thread(target=closer) for _ in range(16)]
+        threads = [threading.Thread(target=closer, args=(h, start, seen)) for _ in range(16)]
         for t in threads:
             t.start()
         for t in threads:

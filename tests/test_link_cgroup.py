@@ -21,7 +21,7 @@ from ebpf.link import LinkType
 from ebpf.link.cgroup import CgroupFlags, ProgAttachCgroup
 
 from conftest import fixture_path
-from netutil import Cgroup, cgroup, count_fds, free_udp_port, source  # noqa: F401 (fixtures)
+from netutil import Cgroup, count_fds, free_udp_port
 
 pytestmark = pytest.mark.kernel
 

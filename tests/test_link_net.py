@@ -22,7 +22,7 @@ from ebpf.link import LinkType
 from ebpf.link import netfilter as nf
 
 from conftest import fixture_path, skip_or_fail
-from netutil import NetNS, count_fds, free_udp_port, netns, sh, source, udp_exchange, veth  # noqa: F401 (fixtures)
+from netutil import NetNS, count_fds, sh, udp_exchange
 
 pytestmark = pytest.mark.kernel
 

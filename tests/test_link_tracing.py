@@ -20,8 +20,8 @@ from ebpf.errors import (
     PermissionDeniedError,
 )
 from ebpf.link import LinkType
-from ebpf.link._link import PerfEventType
 from ebpf.link import perf_event as pe
+from ebpf.link._link import PerfEventType
 
 from conftest import fixture_path, skip_or_fail
 
@@ -105,7 +105,8 @@ def test_tracepoint_program_loaded_alone():
 
 
 def test_tracepoint_cookie(coll):
-    with link.attach_tracepoint("syscalls", "sys_enter_getppid", coll.programs["tp_getppid"], cookie=0xDEADBEEF42) as lk:
+    prog = coll.programs["tp_getppid"]
+    with link.attach_tracepoint("syscalls", "sys_enter_getppid", prog, cookie=0xDEADBEEF42) as lk:
         getppid(1)
         assert count(coll, TP_COOKIE) == 0xDEADBEEF42
         assert lk.info().extra["cookie"] == 0xDEADBEEF42

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 
 import pytest
@@ -15,7 +14,6 @@ from ebpf.errors import (
     IterationAbortedError,
     KeyExistError,
     KeyNotExistError,
-    MapIncompatibleError,
     MarshalError,
     PermissionDeniedError,
     PinError,
@@ -141,7 +139,8 @@ def test_batch_ops(hmap):
     assert hmap.batch_update([1, 2, 3], [10, 20, 30]) == 3
     items, cursor = hmap.batch_lookup(count=16)
     assert cursor is None
-    assert sorted((int.from_bytes(k, "little"), int.from_bytes(v, "little")) for k, v in items) == [(1, 10), (2, 20), (3, 30)]
+    got = sorted((int.from_bytes(k, "little"), int.from_bytes(v, "little")) for k, v in items)
+    assert got == [(1, 10), (2, 20), (3, 30)]
     assert hmap.batch_delete([1, 2]) == 2
     assert list(hmap.keys()) == [u32(3)]
     with pytest.raises(ValueError):
@@ -284,7 +283,8 @@ def test_freeze():
 def test_info_and_clone():
     with ebpf.Map(MapSpec("info_me", MapType.HASH, 4, 8, 7, flags=1)) as m:
         info = m.info()
-        assert (info.type, info.key_size, info.value_size, info.max_entries, info.name) == (MapType.HASH, 4, 8, 7, "info_me")
+        got = (info.type, info.key_size, info.value_size, info.max_entries, info.name)
+        assert got == (MapType.HASH, 4, 8, 7, "info_me")
         c = m.clone()
         with c:
             assert c.fd != m.fd and c.info().id == info.id
@@ -302,7 +302,7 @@ def test_closed_map_raises():
     with pytest.raises(ValueError):  # like a closed file
         m[0] = 1
     with pytest.raises(ClosedError):
-        m.fd
+        m.fd  # noqa: B018 - reading it raises
 
 
 def test_pin_and_load_pinned(pin_dir):

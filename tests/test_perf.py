@@ -132,7 +132,8 @@ def test_value_type_decodes_and_ignores_padding(fx):
         fx.produce(1000, start=5)
         records = rd.read_batch()
         assert [len(r.raw_sample) for r in records[:1]] == [20]
-        assert [(r.value.seq, r.value.val) for r in records] == [(5 + i, ((5 + i) * MAGIC) & MASK64) for i in range(1000)]
+        want = [(5 + i, ((5 + i) * MAGIC) & MASK64) for i in range(1000)]
+        assert [(r.value.seq, r.value.val) for r in records] == want
     big = fx.spec.types.type_by_name("big_event")
     with perf.Reader(fx.map, per_cpu_buffer=1 << 20, value_type=big) as rd:
         fx.produce(100, start=5, extra=48)  # 64 bytes (+4 padding)

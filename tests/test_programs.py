@@ -141,7 +141,8 @@ def test_verifier_log_too_small_is_grown():
 
 def test_bad_specs_are_clear():
     with pytest.raises(ValueError, match="license"):
-        ebpf.Program(ProgramSpec("x", ProgramType.SOCKET_FILTER, instructions=asm.Instructions([asm.mov_imm(R0, 0), asm.exit()])))
+        ebpf.Program(ProgramSpec("x", ProgramType.SOCKET_FILTER,
+                                 instructions=asm.Instructions([asm.mov_imm(R0, 0), asm.exit()])))
     with pytest.raises(ValueError, match="no instructions"):
         ebpf.Program(ProgramSpec("x", ProgramType.SOCKET_FILTER, instructions=b"", license="GPL"))
 

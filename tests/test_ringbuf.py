@@ -176,7 +176,8 @@ def test_mixed_runs_and_singles_keep_order(fx):
             fx.produce(50, start=1000 * k)
             expected += [event(1000 * k + i) for i in range(50)]
             fx.produce(7, start=1000 * k + 100, mode=2)
-            expected += [((1000 * k + 100 + i).to_bytes(8, "little") * 8)[: ((1000 * k + 100 + i) & 63) + 1] for i in range(7)]
+            expected += [((1000 * k + 100 + i).to_bytes(8, "little") * 8)[: ((1000 * k + 100 + i) & 63) + 1]
+                         for i in range(7)]
         assert [r.raw_sample for r in rd.flush()] == expected
 
 

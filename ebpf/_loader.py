@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union, cast
 
 from . import _elf, _libbpf, features
 from ._fd import check_pin_path, open_pinned
@@ -37,10 +37,17 @@ from .names import object_name
 from .spec import CollectionSpec, MapSpec, ProgramSpec, _decoded, _ObjectOrigin
 from .types import MapType, PinType, ProgramType
 
+if TYPE_CHECKING:
+    from .btf import Spec as BTFSpec
+
 __all__ = [
     "LOG_SIZE_MIN", "LOG_SIZE_MAX", "TRACING_TYPES", "ObjectLoad", "load_object", "load_program", "load_own",
     "load_error", "verifier_error", "references", "elf_maps", "elf_of", "elf_map_name", "fill_contents", "pin_file",
 ]
+
+KernelTypes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "BTFSpec", None]
+"""What ``kernel_types=`` takes: the BTF that CO-RE relocates against, as a
+path (raw BTF or an ELF with BTF), raw BTF bytes or an ``ebpf.btf.Spec``."""
 
 # Smallest and largest verifier log buffers tried.  The kernel caps the
 # size at UINT32_MAX >> 2; a log that big is a runaway, so stop at 256 MiB.
@@ -158,7 +165,7 @@ def _core_relo_failures(log_text: str, warnings: Sequence[str]) -> List[str]:
 
 
 def load_program(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0, log_size: Optional[int] = None,
-                 kernel_types: Any = None) -> Tuple[int, str]:
+                 kernel_types: KernelTypes = None) -> Tuple[int, str]:
     """Load one program; returns its fd and the verifier's log.
 
     A program read from ELF with CO-RE relocations or externs goes through
@@ -330,7 +337,7 @@ def load_object(
     pin_path: Optional[str] = None,
     log_level: int = 0,
     log_size: Optional[int] = None,
-    kernel_types: Any = None,
+    kernel_types: KernelTypes = None,
     program_specs: Optional[Mapping[str, ProgramSpec]] = None,
 ) -> ObjectLoad:
     """Load the maps and programs of ``spec`` that are in its ELF.
@@ -666,7 +673,7 @@ def _check_kernel_types(kernel_types: Any) -> None:
         raise TypeError("kernel_types must be a path, bytes or an ebpf.btf.Spec")
 
 
-def _kernel_types_file(kernel_types: Any) -> Optional[str]:
+def _kernel_types_file(kernel_types: KernelTypes) -> Optional[str]:
     """A file with the BTF to relocate against, for libbpf's ``btf_custom_path``.
 
     libbpf 1.1.2 trusts that file (a mutated one crashes it), so it is

@@ -12,7 +12,7 @@ import os
 import sys
 import types
 import typing
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import _loader
 from ._fd import check_pin_path
@@ -21,6 +21,9 @@ from .maps import Map, check_compatible, load_pinned_map
 from .programs import Program
 from .spec import CollectionSpec, MapSpec, NameDict, ProgramSpec, VariableBase
 from .types import MapFlags, MapType, PinType
+
+if TYPE_CHECKING:
+    from .btf import Var as BTFVar
 
 __all__ = ["Collection", "Variable", "new_collection", "load_and_assign"]
 
@@ -34,7 +37,7 @@ class Variable(VariableBase):
 
     __slots__ = ("name", "offset", "size", "type", "_map")
 
-    def __init__(self, name: str, m: Map, offset: int, size: int, type: Any) -> None:
+    def __init__(self, name: str, m: Map, offset: int, size: int, type: BTFVar) -> None:
         self.name = name
         self._map = m
         self.offset = offset
@@ -115,7 +118,7 @@ class Collection:
         log_level: int = 0,
         log_size: Optional[int] = None,
         *,
-        kernel_types: Any = None,
+        kernel_types: _loader.KernelTypes = None,
         _programs: Optional[Set[str]] = None,
         _maps: Optional[Set[str]] = None,
     ) -> None:
@@ -184,7 +187,7 @@ class _Load:
         pin_path: Optional[str],
         log_level: int,
         log_size: Optional[int],
-        kernel_types: Any,
+        kernel_types: _loader.KernelTypes,
         only_programs: Optional[Set[str]],
         only_maps: Optional[Set[str]],
     ) -> None:

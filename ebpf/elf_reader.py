@@ -24,7 +24,7 @@ from typing import BinaryIO, Dict, Iterable, List, Optional, Tuple, Union, cast
 from . import _elf, _libbpf, sections
 from ._linker import Linker
 from ._validate import check_object
-from .btf import Datasec, Struct, underlying
+from .btf import Datasec, Struct, Var, underlying
 from .btf import Spec as BTFSpec
 from .btf import Type as BTFType
 from .errors import InvalidObjectError, NotSupportedError
@@ -123,7 +123,9 @@ def _instance(template: CollectionSpec) -> CollectionSpec:
     for ms in spec.maps.values():
         own_map(ms)
     for vs in spec.variables.values():
-        vs.type = own(vs.type)
+        var = types.type_by_id(shared.type_id(vs.type))
+        assert isinstance(var, Var)  # the same id in a copy of the same types
+        vs.type = var
     for ps in spec.programs.values():
         if ps._origin is not None:
             ps._origin = ps._origin.with_btf(types)
@@ -348,6 +350,8 @@ class _Reader:
             ms = spec.maps[key]
             for vsi in datasec.vars:
                 var = vsi.type
+                if not isinstance(var, Var):
+                    continue  # a data section's entries are variables; anything else has no value here
                 spec.variables[var.name] = VariableSpec(var.name, key, int(vsi.offset), int(vsi.size), var, ms)
 
 

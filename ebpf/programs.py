@@ -55,7 +55,7 @@ class Program(FDOwner):
         maps: Optional[Mapping[str, Any]] = None,
         log_level: int = 0,
         log_size: Optional[int] = None,
-        kernel_types: Any = None,
+        kernel_types: _loader.KernelTypes = None,
     ) -> None:
         fd, log = _loader.load_program(spec, maps or {}, log_level, log_size, kernel_types)
         self._setup(fd, spec.name, spec.type, spec.attach_type, log)

@@ -52,6 +52,7 @@ from .typed import ReadOnlyVariable, TypedMap, TypedVariable
 from .types import MapType
 
 if TYPE_CHECKING:
+    from ._loader import KernelTypes
     from .link._link import Link
 
 __all__ = [
@@ -401,7 +402,7 @@ def load_objects(
     spec: CollectionSpec,
     *,
     pin_path: Optional[str] = None,
-    kernel_types: Any = None,
+    kernel_types: KernelTypes = None,
     variables: Optional[Mapping[str, Any]] = None,
 ) -> _O:
     """Load what ``cls`` names from ``spec`` and return a filled ``cls``.

@@ -40,6 +40,8 @@ from .types import AttachType, MapType, PinType, ProgramType, to_enum
 if TYPE_CHECKING:  # pragma: no cover
     from .asm import Instruction, Instructions
     from .btf import Spec as BTFSpec
+    from .btf import Type as BTFType
+    from .btf import Var as BTFVar
 
 __all__ = [
     "CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "VariableBase", "NameDict", "InstructionsLike",
@@ -89,8 +91,8 @@ class MapSpec:
     pinning: PinType = PinType.NONE
     inner_map: Optional["MapSpec"] = None
     contents: List[Tuple[Any, Any]] = field(default_factory=list)
-    key: Optional[Any] = field(default=None, compare=False)
-    value: Optional[Any] = field(default=None, compare=False)
+    key: Optional[BTFType] = field(default=None, compare=False)
+    value: Optional[BTFType] = field(default=None, compare=False)
     numa_node: int = 0
     map_extra: int = 0
 
@@ -294,7 +296,7 @@ class VariableBase:
     __slots__ = ()
     name: str
     size: int
-    type: Any
+    type: BTFVar
 
     def get_bytes(self) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -319,7 +321,7 @@ class VariableSpec(VariableBase):
 
     __slots__ = ("name", "section", "offset", "size", "type", "_map")
 
-    def __init__(self, name: str, section: str, offset: int, size: int, type: Any, map_spec: MapSpec) -> None:
+    def __init__(self, name: str, section: str, offset: int, size: int, type: BTFVar, map_spec: MapSpec) -> None:
         self.name = name
         self.section = section
         self.offset = offset

@@ -34,6 +34,9 @@ from .collection import Variable
 from .maps import Map
 from .types import UpdateFlags
 
+if TYPE_CHECKING:
+    from .btf import Type as BTFType
+
 __all__ = ["TypedMap", "ReadOnlyVariable", "TypedVariable"]
 
 K = TypeVar("K")
@@ -53,7 +56,7 @@ class TypedMap(Map, Generic[K, V]):
     """
 
     @classmethod
-    def from_map(cls: Type[_TM], m: Map, *, key: Any = None, value: Any = None) -> _TM:
+    def from_map(cls: Type[_TM], m: Map, *, key: Optional[BTFType] = None, value: Optional[BTFType] = None) -> _TM:
         """Take over ``m``'s file descriptor: ``m`` is closed afterwards and
         the returned map is the same kernel object (and keeps its pin).
 

@@ -23,7 +23,7 @@ from ebpf.errors import ClosedError, EBPFError, NotSupportedError
 from ebpf.link import LinkType
 
 from conftest import fixture_path, require
-from netutil import NetNS, add_link_pair, count_fds, netns, sh, udp_exchange  # noqa: F401 (fixtures)
+from netutil import NetNS, add_link_pair, count_fds, sh, udp_exchange
 
 pytestmark = pytest.mark.kernel
 

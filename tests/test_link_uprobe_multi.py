@@ -13,6 +13,7 @@ import errno
 from typing import Iterator
 
 import pytest
+from test_link_uprobe import COUNT, VALUE, fd_count, private_binaries, run_target, target, target_bin  # noqa: F401
 
 import ebpf
 from ebpf import AttachType, ProgramType, asm, features
@@ -21,7 +22,6 @@ from ebpf.link import LinkType, open_executable
 from ebpf.link.uprobe import ProcessNotFoundError, SymbolNotFoundError
 
 from conftest import fixture_path, require
-from test_link_uprobe import COUNT, VALUE, fd_count, private_binaries, run_target, target, target_bin  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 

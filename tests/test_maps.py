@@ -14,6 +14,7 @@ from ebpf.errors import (
     IterationAbortedError,
     KeyExistError,
     KeyNotExistError,
+    MapIncompatibleError,
     MarshalError,
     PermissionDeniedError,
     PinError,
@@ -508,8 +509,8 @@ def test_negative_int_keys_are_refused_unless_the_key_is_signed():
     with ebpf.Map(MapSpec("neg_plain", MapType.HASH, 4, 4, 4)) as plain, \
             ebpf.Map(MapSpec("neg_u32", MapType.HASH, 4, 4, 4, key=u32_t)) as typed:
         for m in (plain, typed):
-            for call in (lambda: m.update(-1, 1), lambda: m.lookup(-1), lambda: m.delete(-1),
-                         lambda: m.batch_update([-1], [1]), lambda: m.update({-1: 1}), lambda: -1 in m):
+            for call in (lambda m=m: m.update(-1, 1), lambda m=m: m.lookup(-1), lambda m=m: m.delete(-1),
+                         lambda m=m: m.batch_update([-1], [1]), lambda m=m: m.update({-1: 1}), lambda m=m: -1 in m):
                 with pytest.raises(MarshalError, match="-1 does not fit"):
                     call()
             assert list(m.keys()) == []

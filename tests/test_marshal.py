@@ -10,7 +10,7 @@ import pytest
 
 from ebpf import MapType
 from ebpf._marshal import OUT_DECODE, OUT_INT, OUT_RAW, Layout, encode_fixed
-from ebpf.btf import Int, IntEncoding, Struct, Member, codec_for
+from ebpf.btf import Int, IntEncoding, Member, Struct, codec_for
 from ebpf.errors import MarshalError, MarshalTypeError
 
 NATIVE = sys.byteorder
@@ -152,7 +152,7 @@ def test_blobs_pack_batches_in_one_go_and_name_the_culprit():
 
 def test_bulk_decoder_matches_the_codec_for_flat_structs():
     from ebpf._marshal import bulk_decoder
-    from ebpf.btf import Float, Pointer, Enum, EnumValue
+    from ebpf.btf import Enum, EnumValue, Float, Pointer
 
     flat = Struct(name="ev", size=24, members=[
         Member("a", _int(1, False), 0), Member("b", _int(2, True), 16), Member("c", _int(4, False), 32),

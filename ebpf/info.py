@@ -51,10 +51,6 @@ class ProgramInfo:
     attach_btf_obj_id: int
 
 
-# The name ebpf.link._link imports.
-_enum = to_enum
-
-
 def map_info(fd: int) -> MapInfo:
     """What the kernel reports about the map behind ``fd``."""
     i = _syscall.map_info(fd)

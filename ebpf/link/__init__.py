@@ -12,9 +12,56 @@ Submodules load on first use so that ``import ebpf.link`` stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._link import FDLink, Link, LinkInfo, LinkType, link_from_id, load_pinned_link
+
+if TYPE_CHECKING:
+    # What type checkers and editors see; at run time these names load
+    # lazily through __getattr__ below.  The same names as _LAZY
+    # (tests/test_typing.py checks that they agree).
+    from ..ids import link_ids
+    from .anchor import (
+        Anchor,
+        after_link,
+        after_link_by_id,
+        after_program,
+        after_program_by_id,
+        before_link,
+        before_link_by_id,
+        before_program,
+        before_program_by_id,
+        head,
+        replace_program,
+        replace_program_by_id,
+        tail,
+    )
+    from .auto import attach_all
+    from .cgroup import CgroupFlags, ProgAttachCgroup, attach_cgroup
+    from .iter import Iter, attach_iter
+    from .netfilter import NetfilterFlags, attach_netfilter
+    from .netkit import attach_netkit
+    from .netns import attach_netns
+    from .perf_event import PerfEvent, attach_perf_event, open_cpu_clock, open_cpu_clocks
+    from .program import RawAttachment, raw_attach_program
+    from .query import AttachedProgram, QueryResult, query_programs
+    from .socket_filter import SocketFilter, attach_socket_filter, detach_socket_filter
+    from .struct_ops import StructOpsLink, attach_struct_ops
+    from .tc import TCLink, attach_tc, attach_tcx
+    from .tracing import (
+        attach_lsm,
+        attach_raw_tracepoint,
+        attach_tracepoint,
+        attach_tracing,
+        kprobe,
+        kprobe_multi,
+        kretprobe,
+        kretprobe_multi,
+    )
+    from .uprobe import Executable, ExecutableNotFoundError, ProcessNotFoundError, SymbolNotFoundError, open_executable
+    from .uprobe_multi import UprobeMultiLink
+    from .usdt import ProbeNotFoundError, USDTLink
+    from .xdp import XDPFlags, attach_xdp
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -86,17 +133,90 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'ebpf.link' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:
+    # Hidden from checkers, which know every name from the imports above: to
+    # them a misspelt ``ebpf.link.attach_tracpoint`` is an error, not an ``Any``.
+
+    def __getattr__(name: str) -> Any:
+        mod = _LAZY.get(name)
+        if mod is None:
+            raise AttributeError(f"module 'ebpf.link' has no attribute {name!r}")
+        value = getattr(importlib.import_module(mod, __name__), name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["FDLink", "Link", "LinkInfo", "LinkType", "link_from_id", "load_pinned_link"] + sorted(_LAZY)
+# A literal list: type checkers read __all__ to know what this module
+# exports, and cannot evaluate one computed at run time.
+__all__ = [
+    "Anchor",
+    "AttachedProgram",
+    "CgroupFlags",
+    "Executable",
+    "ExecutableNotFoundError",
+    "FDLink",
+    "Iter",
+    "Link",
+    "LinkInfo",
+    "LinkType",
+    "NetfilterFlags",
+    "PerfEvent",
+    "ProbeNotFoundError",
+    "ProcessNotFoundError",
+    "ProgAttachCgroup",
+    "QueryResult",
+    "RawAttachment",
+    "SocketFilter",
+    "StructOpsLink",
+    "SymbolNotFoundError",
+    "TCLink",
+    "USDTLink",
+    "UprobeMultiLink",
+    "XDPFlags",
+    "after_link",
+    "after_link_by_id",
+    "after_program",
+    "after_program_by_id",
+    "attach_all",
+    "attach_cgroup",
+    "attach_iter",
+    "attach_lsm",
+    "attach_netfilter",
+    "attach_netkit",
+    "attach_netns",
+    "attach_perf_event",
+    "attach_raw_tracepoint",
+    "attach_socket_filter",
+    "attach_struct_ops",
+    "attach_tc",
+    "attach_tcx",
+    "attach_tracepoint",
+    "attach_tracing",
+    "attach_xdp",
+    "before_link",
+    "before_link_by_id",
+    "before_program",
+    "before_program_by_id",
+    "detach_socket_filter",
+    "head",
+    "kprobe",
+    "kprobe_multi",
+    "kretprobe",
+    "kretprobe_multi",
+    "link_from_id",
+    "link_ids",
+    "load_pinned_link",
+    "open_cpu_clock",
+    "open_cpu_clocks",
+    "open_executable",
+    "query_programs",
+    "raw_attach_program",
+    "replace_program",
+    "replace_program_by_id",
+    "tail",
+]
+

@@ -24,9 +24,8 @@ from typing import Any, Dict, Iterable
 from .. import _libbpf, _syscall
 from .._fd import FDOwner, in_flight, open_pinned
 from .._handle import Handle
-from ..errors import ENOTSUPP, ClosedError, EBPFError, InvalidObjectError, NotSupportedError
-from ..info import _enum
-from ..types import AttachType, ProgramType
+from ..errors import ENOTSUPP, ClosedError, EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError
+from ..types import AttachType, ProgramType, to_enum
 
 __all__ = ["Link", "FDLink", "LinkType", "LinkInfo", "load_pinned_link", "link_from_id", "program_fd",
            "check_program_type"]
@@ -73,23 +72,23 @@ def _name(fd: int, member: str, name: str, length: str, size: int) -> str:
 def link_info(fd: int) -> LinkInfo:
     """Query the kernel for the link behind ``fd``."""
     i = _syscall.link_info(fd)
-    t = _enum(LinkType, i.type)
+    t = to_enum(LinkType, i.type)
     extra: Dict[str, Any] = {}
     if t == LinkType.RAW_TRACEPOINT:
         rt = i.raw_tracepoint  # the cookie is reported since 6.10 (else 0)
         extra.update(tp_name=_name(fd, "raw_tracepoint", "tp_name", "tp_name_len", rt.tp_name_len), cookie=rt.cookie)
     elif t == LinkType.TRACING:
         tr = i.tracing
-        extra.update(attach_type=_enum(AttachType, tr.attach_type), target_obj_id=tr.target_obj_id,
+        extra.update(attach_type=to_enum(AttachType, tr.attach_type), target_obj_id=tr.target_obj_id,
                      target_btf_id=tr.target_btf_id)
     elif t == LinkType.CGROUP:
-        extra.update(cgroup_id=i.cgroup.cgroup_id, attach_type=_enum(AttachType, i.cgroup.attach_type))
+        extra.update(cgroup_id=i.cgroup.cgroup_id, attach_type=to_enum(AttachType, i.cgroup.attach_type))
     elif t == LinkType.ITER:
         extra["target_name"] = _name(fd, "iter", "target_name", "target_name_len", i.iter.target_name_len)
         if extra["target_name"] == "bpf_map_elem":
             extra["map_id"] = i.iter.map.map_id
     elif t == LinkType.NETNS:
-        extra.update(netns_ino=i.netns.netns_ino, attach_type=_enum(AttachType, i.netns.attach_type))
+        extra.update(netns_ino=i.netns.netns_ino, attach_type=to_enum(AttachType, i.netns.attach_type))
     elif t == LinkType.XDP:
         extra["ifindex"] = i.xdp.ifindex
     elif t == LinkType.STRUCT_OPS:
@@ -99,7 +98,7 @@ def link_info(fd: int) -> LinkInfo:
         extra.update(pf=nf.pf, hooknum=nf.hooknum, priority=nf.priority, flags=nf.flags)
     elif t in (LinkType.TCX, LinkType.NETKIT):
         part = i.tcx if t == LinkType.TCX else i.netkit
-        extra.update(ifindex=part.ifindex, attach_type=_enum(AttachType, part.attach_type))
+        extra.update(ifindex=part.ifindex, attach_type=to_enum(AttachType, part.attach_type))
     elif t == LinkType.UPROBE_MULTI:
         extra.update(_uprobe_multi_extra(fd, i.uprobe_multi))
     elif t == LinkType.KPROBE_MULTI:
@@ -134,7 +133,7 @@ class PerfEventType(enum.IntEnum):
 
 
 def _perf_event_extra(fd: int, pe: Any) -> Dict[str, Any]:
-    pt = _enum(PerfEventType, pe.type)
+    pt = to_enum(PerfEventType, pe.type)
     extra: Dict[str, Any] = {"perf_event_type": pt}
     member = "perf_event." + {PerfEventType.TRACEPOINT: "tracepoint", PerfEventType.KPROBE: "kprobe",
                               PerfEventType.KRETPROBE: "kprobe", PerfEventType.UPROBE: "uprobe",
@@ -227,6 +226,12 @@ class Link(Handle):
         self.close()
 
 
+# Link kinds whose program the kernel never swaps (it answers EINVAL for them,
+# as it does for a bad argument).
+_NOT_UPDATABLE = (LinkType.PERF_EVENT, LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.RAW_TRACEPOINT,
+                  LinkType.TRACING)
+
+
 class FDLink(FDOwner, Link):
     """A link backed by a ``bpf_link`` file descriptor."""
 
@@ -256,7 +261,7 @@ class FDLink(FDOwner, Link):
         except EBPFError as exc:
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP) and not isinstance(exc, NotSupportedError):
                 kind = self.info().type
-                if exc.errno != errno.EINVAL or kind in (LinkType.PERF_EVENT, LinkType.KPROBE_MULTI, LinkType.UPROBE_MULTI, LinkType.RAW_TRACEPOINT, LinkType.TRACING):
+                if exc.errno != errno.EINVAL or kind in _NOT_UPDATABLE:
                     raise NotSupportedError(f"updating a {getattr(kind, 'name', kind)} link", errno=exc.errno,
                                             detail=str(exc)) from None
             raise
@@ -272,7 +277,8 @@ class FDLink(FDOwner, Link):
             _libbpf.link_detach(self.fd)
         except EBPFError as exc:
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
-                raise NotSupportedError("BPF_LINK_DETACH for this link kind", errno=exc.errno, min_kernel="5.9") from None
+                raise NotSupportedError("BPF_LINK_DETACH for this link kind", errno=exc.errno,
+                                        min_kernel="5.9") from None
             raise
 
     def __repr__(self) -> str:
@@ -298,7 +304,7 @@ def _wrap_link(fd: int, description: str) -> FDLink:
         os.close(fd)
         raise
     if t == LinkType.ITER:
-        from .iter import Iter
+        from .iter import Iter  # iter imports this module
 
         return Iter(fd, f"{description} iterator")
     return FDLink(fd, f"{description} {getattr(t, 'name', t)}")
@@ -327,8 +333,6 @@ def link_from_id(link_id: int) -> FDLink:
         fd = _libbpf.link_get_fd_by_id(link_id)
     except EBPFError as exc:
         if exc.errno == errno.ENOENT:
-            from ..errors import KeyNotExistError
-
             raise KeyNotExistError(f"no link with id {link_id}") from None
         raise
     return _wrap_link(fd, f"id {link_id}")

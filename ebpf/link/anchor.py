@@ -24,7 +24,7 @@ import errno
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from .. import _syscall
+from .. import _syscall, features
 from ..errors import ENOTSUPP, EBPFError, NotSupportedError
 from ..types import AttachType
 from ._link import FDLink, Link
@@ -117,7 +117,7 @@ def _link(target: Any, fn: str) -> Any:
     return target
 
 
-def _id(target: Any, fn: str) -> int:
+def _id(target: object, fn: str) -> int:
     if isinstance(target, bool) or not isinstance(target, int) or not 0 < target < 1 << 32:
         raise TypeError(f"{fn}() takes a kernel id (a positive 32-bit int), not {target!r}")
     return target
@@ -257,8 +257,6 @@ def link_create(fn: str, prog_fd: int, ifindex: int, attach_type: AttachType, an
 def attach_error(exc: EBPFError, fn: str, where: str, anchor: Optional[Anchor], revision: int,
                  link_type: int) -> EBPFError:
     """The typed error of a failed attach at ``where`` (a tcx or netkit hook)."""
-    from .. import features
-
     err = exc.errno
     if err in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
         try:

@@ -25,17 +25,20 @@ Everything else (``perf_event``, ``xdp``, ``tc``, ``cgroup/...``, ``socket``,
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import os
 import platform
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import sections
-from ..errors import EBPFError, NotSupportedError
+from ..errors import EBPFError, KeyNotExistError, NotSupportedError
 from ..sections import Hook
 from ._link import Link
 
 __all__ = ["attach_all", "auto_attach", "section_hook"]
+
+# The hook families' modules (tracing, iter, uprobe) are imported by the
+# branches below that need them, so that attaching tracepoints loads no
+# uprobe or iterator code.
 
 # The kernel's syscall wrapper prefix per architecture (libbpf's ksyscall).
 _SYSCALL_PREFIX = {
@@ -95,21 +98,20 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
     if hook in (Hook.KPROBE_MULTI, Hook.KRETPROBE_MULTI):
         from .tracing import kprobe_multi, kretprobe_multi
 
-        fn = kretprobe_multi if hook is Hook.KRETPROBE_MULTI else kprobe_multi
-        return lambda prog: fn(_expand_pattern(rest), prog)
+        multi = kretprobe_multi if hook is Hook.KRETPROBE_MULTI else kprobe_multi
+        return lambda prog: multi(_expand_pattern(rest), prog)
     if hook in (Hook.UPROBE, Hook.URETPROBE):
         path, sep, func = rest.rpartition(":")
         if not sep or not path or not func:
             return None  # "uprobe" without binary:func is attached by hand
         symbol, _, off = func.partition("+")
         offset = int(off, 0) if off else 0
-        uprobe = _optional_module(".uprobe")
-        if uprobe is None:
-            return None
         ret = hook is Hook.URETPROBE
 
         def attach_uprobe(prog: Any) -> Link:
-            exe = uprobe.open_executable(path)
+            from .uprobe import open_executable
+
+            exe = open_executable(path)
             method = exe.uretprobe if ret else exe.uprobe
             return method(symbol, prog, offset=offset)
 
@@ -136,21 +138,16 @@ def section_hook(section: str) -> Optional[Callable[[Any], Link]]:
         if len(parts) != 3 or not all(parts):
             return None
         path, provider, name = parts
-        uprobe = _optional_module(".uprobe")
-        if uprobe is None or not hasattr(uprobe.Executable, "usdt"):
-            return None
-        return lambda prog: uprobe.open_executable(path).usdt(provider, name, prog)
+
+        def attach_usdt(prog: Any) -> Link:
+            from .uprobe import open_executable
+
+            return open_executable(path).usdt(provider, name, prog)
+
+        return attach_usdt
     # FREPLACE, LSM_CGROUP, STRUCT_OPS: the target is another program, a
     # cgroup or an ops table, which the caller provides.
     return None
-
-
-def _optional_module(name: str) -> Any:
-    """A sibling module that may not exist in this build (then None)."""
-    try:
-        return importlib.import_module(name, __package__)
-    except ModuleNotFoundError:
-        return None
 
 
 def _expand_pattern(pattern: str) -> List[str]:
@@ -172,8 +169,6 @@ def _expand_pattern(pattern: str) -> List[str]:
                                 detail=f"{path} is missing (kernel without function tracing)") from None
     matches = sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
     if not matches:
-        from ..errors import KeyNotExistError
-
         raise KeyNotExistError(f"kprobe.multi pattern {pattern!r} matches no traceable kernel function")
     return matches
 

@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 
 from .. import _libbpf, _syscall
 from ..errors import EBPFError, NotSupportedError
+from ..info import program_info
 from ..types import AttachType, ProgramType
 from ._link import FDLink, Link, LinkInfo, LinkType, check_program_type, program_fd
 from .xdp import attach_type_value
@@ -128,7 +129,8 @@ def _links_unsupported(exc: EBPFError) -> bool:
     if exc.errno != errno.EINVAL:
         return False
     try:
-        _syscall.link_create(_syscall.link_create_attr(prog_fd=0xFFFFFFFF, target_fd=0xFFFFFFFF), "probe BPF_LINK_CREATE")
+        _syscall.link_create(_syscall.link_create_attr(prog_fd=0xFFFFFFFF, target_fd=0xFFFFFFFF),
+                             "probe BPF_LINK_CREATE")
     except EBPFError as probe:
         return probe.errno == errno.EINVAL
     return False  # pragma: no cover - cannot succeed with fd -1
@@ -148,8 +150,6 @@ def _cgroup_error(exc: EBPFError, label: str, at_name: str) -> EBPFError:
 def _is_attached(cg_fd: int, attach_type: int, prog_fd: int) -> bool:
     """Whether the program is among those attached at the hook (the kernel
     answers a second legacy attach of the same program with a bare EINVAL)."""
-    from ..info import program_info
-
     try:
         want = program_info(prog_fd).id
         ids = _libbpf.prog_query(cg_fd, attach_type)
@@ -181,9 +181,11 @@ class ProgAttachCgroup(Link):
             os.close(cg)
             os.close(prog)
             if isinstance(exc, EBPFError):
-                at_name = AttachType(attach_type).name if attach_type in AttachType._value2member_map_ else str(attach_type)
+                known = attach_type in AttachType._value2member_map_
+                at_name = AttachType(attach_type).name if known else str(attach_type)
                 if exc.errno == errno.EINVAL and _is_attached(cg_fd, attach_type, prog_fd):
-                    raise EBPFError(f"attach_cgroup: this program is already attached at {at_name} on {label}", exc.errno) from None
+                    raise EBPFError(f"attach_cgroup: this program is already attached at {at_name} on {label}",
+                                    exc.errno) from None
                 raise _cgroup_error(exc, label, at_name) from None
             raise
         self._cg_fd, self._prog_fd = cg, prog
@@ -230,8 +232,6 @@ class ProgAttachCgroup(Link):
 
     def info(self) -> LinkInfo:
         """Cgroup id, attach type, flags and program id (no kernel link: id 0)."""
-        from ..info import program_info
-
         with self._handle_lock:
             self._check_open()
             cg, prog = self._cg_fd, self._prog_fd
@@ -249,7 +249,8 @@ class ProgAttachCgroup(Link):
         )
 
     def pin(self, path: Any) -> None:
-        raise NotSupportedError("pinning a legacy cgroup attachment", detail="BPF_PROG_ATTACH creates no bpf_link; attach without flags to get one")
+        raise NotSupportedError("pinning a legacy cgroup attachment",
+                                detail="BPF_PROG_ATTACH creates no bpf_link; attach without flags to get one")
 
     def unpin(self) -> None:
         raise NotSupportedError("unpinning a legacy cgroup attachment", detail="BPF_PROG_ATTACH creates no bpf_link")

@@ -59,7 +59,8 @@ class _IterReader(Handle, io.RawIOBase):
             except OSError as exc:
                 err = exc.errno or _errno.EIO
                 if err == _errno.E2BIG:
-                    raise EBPFError(f"reading {self._what}: one object's output is larger than the seq_file buffer (E2BIG)", err) from None
+                    raise EBPFError(f"reading {self._what}: one object's output is larger than the seq_file buffer "
+                                    f"(E2BIG)", err) from None
                 if err == _errno.EAGAIN:
                     # The kernel asks for a retry when the program was
                     # interrupted before it produced anything.
@@ -86,9 +87,10 @@ class Iter(FDLink):
         try:
             fd = _libbpf.iter_create(link_fd)
         except EBPFError as exc:
-            raise _libbpf.errno_error(exc.errno or _errno.EINVAL, f"starting {self._description or 'iterator'}") from None
+            what = f"starting {self._description or 'iterator'}"
+            raise _libbpf.errno_error(exc.errno or _errno.EINVAL, what) from None
         raw = _IterReader(fd, self._description or "iterator")
-        return io.BufferedReader(raw)  # type: ignore[return-value]
+        return io.BufferedReader(raw)
 
     def read(self) -> bytes:
         """Run the iterator once and return everything it wrote."""
@@ -110,7 +112,8 @@ def attach_iter(prog: Any, map: Any = None) -> Iter:
     name = getattr(prog, "name", "")
     at = getattr(prog, "attach_type", AttachType.TRACE_ITER)
     if not isinstance(prog, int) and getattr(prog, "spec", None) is not None and at != AttachType.TRACE_ITER:
-        raise InvalidObjectError(f"program {name!r} is not an iterator (its section must start with iter/)", _errno.EINVAL)
+        raise InvalidObjectError(f"program {name!r} is not an iterator (its section must start with iter/)",
+                                 _errno.EINVAL)
     fd = program_fd(prog)
     spec = getattr(prog, "spec", None)
     target = spec.attach_to if spec is not None else ""

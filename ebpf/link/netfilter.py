@@ -14,7 +14,7 @@ import enum
 import errno
 from typing import Any
 
-from .. import _syscall
+from .. import _syscall, features
 from ..errors import ENOTSUPP, EBPFError
 from ..types import AttachType, ProgramType
 from ._link import FDLink, check_program_type, program_fd
@@ -74,8 +74,6 @@ def attach_netfilter(prog: Any, pf: int, hooknum: int, priority: int, flags: int
         fd = _syscall.link_create(attr, f"netfilter link at {where}")
     except EBPFError as exc:
         if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP, errno.EINVAL):
-            from .. import features
-
             features.have_link_type(10)  # LinkType.NETFILTER: raises NotSupportedError if absent
         if exc.errno == errno.EPROTO:
             raise EBPFError(f"attach_netfilter: unknown netfilter hook {int(hooknum)} ({where})", exc.errno) from None

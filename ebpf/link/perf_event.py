@@ -25,7 +25,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from .. import _libbpf, _syscall
 from .._fd import FDOwner
-from .._syscall import (  # noqa: F401 - re-exported: the kernel's perf ABI, for callers opening events
+from .._syscall import (
     PERF_COUNT_SW_CPU_CLOCK,
     PERF_EVENT_IOC_DISABLE,
     PERF_EVENT_IOC_ENABLE,
@@ -48,7 +48,17 @@ __all__ = [
     "open_cpu_clock",
     "open_cpu_clocks",
     "online_cpus",
+    # Re-exported from ebpf._syscall: the kernel's perf ABI, for callers
+    # opening events of their own.
     "perf_event_attr",
+    "PERF_COUNT_SW_CPU_CLOCK",
+    "PERF_EVENT_IOC_DISABLE",
+    "PERF_EVENT_IOC_ENABLE",
+    "PERF_EVENT_IOC_SET_BPF",
+    "PERF_FLAG_FD_CLOEXEC",
+    "PERF_TYPE_HARDWARE",
+    "PERF_TYPE_SOFTWARE",
+    "PERF_TYPE_TRACEPOINT",
 ]
 
 # Program types a perf event accepts.
@@ -177,7 +187,8 @@ class PerfEventLink(FDLink):
     kprobe event that backed the perf event).
     """
 
-    def __init__(self, fd: int, perf_fd: int, description: str = "", cleanups: Sequence[Callable[[], None]] = ()) -> None:
+    def __init__(self, fd: int, perf_fd: int, description: str = "",
+                 cleanups: Sequence[Callable[[], None]] = ()) -> None:
         self._perf_fd = perf_fd
         self._cleanups = list(cleanups)
         FDLink.__init__(self, fd, description)
@@ -237,7 +248,8 @@ class PerfEventIoctlLink(Link):
                                 detail="the kernel has no bpf_link for perf events")
 
     def update(self, prog: Any) -> None:
-        raise NotSupportedError("updating a perf event attachment", detail="the kernel cannot swap programs on a perf event")
+        raise NotSupportedError("updating a perf event attachment",
+                                detail="the kernel cannot swap programs on a perf event")
 
     def info(self) -> Any:
         raise NotSupportedError("info of a perf event attached by ioctl", min_kernel="5.15",

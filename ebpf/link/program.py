@@ -16,7 +16,7 @@ import os
 from typing import Any, Optional, Union
 
 from .. import _libbpf, _syscall
-from ..errors import EBPFError
+from ..errors import EBPFError, NotSupportedError
 from ..types import AttachType, ProgramType
 from ._link import Link, LinkInfo, LinkType, check_program_type, program_fd
 from .anchor import BPF_F_REPLACE, Anchor, attach_error, check_revision
@@ -155,8 +155,6 @@ class RawAttachment(Link):
         raise self._no_link("unpinning")
 
     def _no_link(self, what: str) -> EBPFError:
-        from ..errors import NotSupportedError
-
         return NotSupportedError(f"{what} a program attachment", detail="it has no bpf_link; use attach_tcx or "
                                  "attach_netkit for a link")
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
 
-from .. import _syscall
+from .. import _syscall, features
 from ..errors import EBPFError
 from ..types import AttachType
 from .xdp import resolve_ifindex
@@ -89,7 +89,5 @@ def query_programs(target: Union[str, int, "os.PathLike[str]"], attach_type: Uni
 def _query_error(exc: EBPFError, at: AttachType) -> Any:
     link_type = _LINK_TYPES.get(at)
     if link_type is not None and exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-        from .. import features
-
         features.have_link_type(link_type)  # NotSupportedError if the kernel lacks the hook
     return exc

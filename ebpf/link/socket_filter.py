@@ -58,7 +58,8 @@ def _setsockopt(sock: SocketLike, opt: int, value: int, what: str) -> None:
         if exc.errno == errno.ENOENT and opt == SO_DETACH_BPF:
             raise EBPFError(f"{what}: the socket has no filter attached", exc.errno) from None
         if exc.errno == errno.EINVAL and opt == SO_ATTACH_BPF:
-            raise EBPFError(f"{what}: the kernel refused the program (not a SOCKET_FILTER program?)", exc.errno) from None
+            raise EBPFError(f"{what}: the kernel refused the program (not a SOCKET_FILTER program?)",
+                            exc.errno) from None
         raise EBPFError(f"{what}: {exc.strerror}", exc.errno) from None
     finally:
         _release(s, sock)

@@ -27,8 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .. import _libbpf, _syscall
+from .. import _libbpf, _loader, _syscall
 from ..errors import ClosedError, EBPFError, NotSupportedError
+from ..info import map_info
 from ..types import AttachType, MapFlags, MapType
 from ._link import FDLink, Link, LinkInfo, LinkType
 
@@ -69,7 +70,7 @@ def bind_struct_ops(spec: Any, coll: Any) -> None:
             continue
         try:
             plan = _plan(spec, key)
-        except Exception as exc:  # noqa: BLE001 - reported at attach time
+        except Exception as exc:  # reported at attach time
             plan = StructOpsPlan("", b"", error=str(exc))
         else:
             for member, prog_name in list(plan.programs.items()):
@@ -83,7 +84,7 @@ def bind_struct_ops(spec: Any, coll: Any) -> None:
 
 
 def _plan(spec: Any, key: str) -> StructOpsPlan:
-    from .. import _loader, btf
+    from .. import btf  # a lazily loaded subpackage
 
     elf = _loader.elf_of(spec)
     if elf is None or spec.types is None:
@@ -127,7 +128,8 @@ def _plan(spec: Any, key: str) -> StructOpsPlan:
         target = rel.symbol
         name = target.name if target.type == 2 else funcs.get((target.shndx, target.value))
         if m is None or not m.is_func or name is None:
-            raise EBPFError(f"struct_ops {elf_name}: relocation at +{rel.offset - sym.value} is not a function slot", errno.EINVAL)
+            raise EBPFError(f"struct_ops {elf_name}: relocation at +{rel.offset - sym.value} is not a function slot",
+                            errno.EINVAL)
         programs[m.name] = name
     return StructOpsPlan(st.name, bytes(image), members, programs)
 
@@ -142,7 +144,7 @@ def _map_value_type_id(map_fd: int) -> int:
 def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
     """The ``bpf_struct_ops_<name>`` value: local fields copied by name,
     program fds in the function slots."""
-    from .. import btf
+    from .. import btf  # a lazily loaded subpackage
 
     kernel = btf.load_kernel_spec()
     vt: Any = None
@@ -166,7 +168,8 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
         try:
             km = kst.member(m.name)
         except KeyError:
-            raise EBPFError(f"struct_ops {plan.type_name}: the kernel's struct has no member {m.name!r}", errno.EINVAL) from None
+            raise EBPFError(f"struct_ops {plan.type_name}: the kernel's struct has no member {m.name!r}",
+                            errno.EINVAL) from None
         koff = base + km.offset // 8
         if m.is_func:
             prog = plan.programs.get(m.name)
@@ -178,7 +181,8 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
             try:
                 fd = prog.fd
             except ClosedError:
-                raise ClosedError(f"program {getattr(prog, 'name', '?')} of struct_ops {plan.type_name}.{m.name}") from None
+                what = f"program {getattr(prog, 'name', '?')} of struct_ops {plan.type_name}.{m.name}"
+                raise ClosedError(what) from None
             value[koff : koff + 8] = fd.to_bytes(8, sys.byteorder)
             continue
         chunk = plan.image[m.offset : m.offset + m.size]
@@ -186,7 +190,8 @@ def _kernel_value(plan: StructOpsPlan, map_fd: int, value_size: int) -> bytes:
             continue
         ksize = btf.sizeof(km.type)
         if ksize != m.size:
-            raise EBPFError(f"struct_ops {plan.type_name}.{m.name}: {m.size} bytes in the object, {ksize} in the kernel", errno.EINVAL)
+            raise EBPFError(f"struct_ops {plan.type_name}.{m.name}: {m.size} bytes in the object, {ksize} in the "
+                            f"kernel", errno.EINVAL)
         value[koff : koff + m.size] = chunk
     return bytes(value)
 
@@ -226,7 +231,8 @@ def attach_struct_ops(map: Any) -> Link:
             fd = _libbpf.link_create(map_fd, 0, int(AttachType.STRUCT_OPS))
         except EBPFError as exc:
             if exc.errno == errno.EEXIST:
-                raise EBPFError(f"attach_struct_ops: the kernel already has a {plan.type_name} with this name", exc.errno) from None
+                raise EBPFError(f"attach_struct_ops: the kernel already has a {plan.type_name} with this name",
+                                exc.errno) from None
             raise
         return FDLink(fd, f"struct_ops {map.name}")
     return StructOpsLink(map_fd, map.name, plan.type_name)
@@ -258,8 +264,6 @@ class StructOpsLink(Link):
             _close(fd)
 
     def info(self) -> LinkInfo:
-        from ..info import map_info
-
         with self._handle_lock:
             self._check_open()
             map_id = map_info(self._fd).id

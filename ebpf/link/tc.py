@@ -23,7 +23,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from .. import _libbpf, _syscall
 from ..errors import ENOTSUPP, EBPFError, NotSupportedError
@@ -127,7 +127,8 @@ def attach_tc(
         if created:
             _destroy_qdisc_if_empty(ifindex)
         if exc.errno == errno.EEXIST:
-            raise EBPFError(f"attach_tc: a filter already exists at {where} (pass replace=True to replace it)", exc.errno) from None
+            raise EBPFError(f"attach_tc: a filter already exists at {where} (pass replace=True to replace it)",
+                            exc.errno) from None
         if exc.errno == errno.EINVAL:
             raise EBPFError(f"attach_tc: the kernel refused {where} ({exc})", exc.errno) from None
         raise _tc_error(exc, where) from None
@@ -200,7 +201,8 @@ class TCLink(Link):
             type=LinkType.UNSPEC,
             id=0,
             program_id=prog_id,
-            extra={"ifindex": self.ifindex, "direction": self.direction, "handle": self.handle, "priority": self.priority},
+            extra={"ifindex": self.ifindex, "direction": self.direction, "handle": self.handle,
+                   "priority": self.priority},
         )
 
     def pin(self, path: Any) -> None:
@@ -300,8 +302,8 @@ def in_netns(ns_fd: int, fn: Callable[[], Any], _same: Any = _same_netns, _threa
     """
     if _same(ns_fd):
         return fn()
-    result: list = []
-    failure: list = []
+    result: List[Any] = []
+    failure: List[BaseException] = []
 
     def run() -> None:
         try:

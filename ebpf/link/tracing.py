@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence, Union
 
 from .. import _libbpf, _syscall
 from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError
+from ..info import program_info
 from ..types import AttachType, ProgramType
 from ._link import FDLink, Link, check_program_type, program_fd
 from .perf_event import (
@@ -257,8 +258,7 @@ def function_btf_id(prog: Any, func: str) -> int:
     This is the ``target_btf_id`` a ``freplace`` program needs to replace
     ``func`` inside ``prog``.
     """
-    from ..btf.spec import Spec
-    from ..info import program_info
+    from ..btf.spec import Spec  # a lazily loaded subpackage
 
     info = program_info(program_fd(prog))
     pname = getattr(prog, "name", "") or info.name
@@ -306,7 +306,8 @@ def _check_kprobe_program(prog: Any, hook: str, multi: bool) -> None:
         return
     is_multi = getattr(prog, "attach_type", None) == AttachType.TRACE_KPROBE_MULTI
     if is_multi and not multi:
-        raise InvalidObjectError(f"program {prog.name!r} was loaded for kprobe.multi: use kprobe_multi()", _errno.EINVAL)
+        raise InvalidObjectError(f"program {prog.name!r} was loaded for kprobe.multi: use kprobe_multi()",
+                                 _errno.EINVAL)
     if multi and not is_multi:
         raise InvalidObjectError(f"program {prog.name!r} was not loaded for kprobe.multi "
                                  f"(its section must start with kprobe.multi/ or kretprobe.multi/)", _errno.EINVAL)
@@ -434,8 +435,8 @@ def _kprobe_multi(symbols: Sequence[Union[str, int]], prog: Any, cookies: Option
         if exc.errno in (_errno.ESRCH, _errno.ENOENT):
             raise KeyNotExistError(f"{hook}: kernel symbol not found (or not traceable)", exc.errno) from None
         if exc.errno in (_errno.EOPNOTSUPP, ENOTSUPP):
-            raise NotSupportedError("kprobe.multi links", min_kernel="5.18", errno=exc.errno,
-                                    detail="the kernel has no fprobe support (CONFIG_FPROBE / CONFIG_KPROBES)") from None
+            detail = "the kernel has no fprobe support (CONFIG_FPROBE / CONFIG_KPROBES)"
+            raise NotSupportedError("kprobe.multi links", min_kernel="5.18", errno=exc.errno, detail=detail) from None
         if exc.errno == _errno.EINVAL:
             raise InvalidObjectError(f"attaching {hook}: the kernel refused it (EINVAL; kernels before 5.18 "
                                      f"have no kprobe.multi links)", exc.errno) from None

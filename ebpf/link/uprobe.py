@@ -30,7 +30,7 @@ import platform
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, NotSupportedError, PermissionDeniedError
 from ..types import ProgramType
@@ -42,6 +42,11 @@ from .perf_event import (
     pmu_retprobe_bit,
     pmu_type,
 )
+
+# usdt and uprobe_multi import this module: the methods below import them
+# when first used.
+if TYPE_CHECKING:
+    from .usdt import USDTProbe
 
 __all__ = [
     "Executable",
@@ -142,6 +147,9 @@ class ElfImage:
     it is bounds-checked, and a malformed file raises InvalidObjectError.
     """
 
+    type: int  # e_type: ET_EXEC or ET_DYN
+    machine: int  # e_machine
+
     def __init__(self, path: str) -> None:
         self.path = path
         try:
@@ -194,13 +202,13 @@ class ElfImage:
             if shstrndx >= shnum:
                 raise self._fail(f"section name table index {shstrndx} out of range")
             names = self._bytes(data, size, headers[shstrndx][4], headers[shstrndx][5], "section name table")
-            for (name, typ, _fl, addr, off, sz, link, _info, _al, _es) in headers:
-                sec = SectionHeader(_cstr(names, name), typ, addr, off, sz, link)
+            for (name_off, typ, _fl, addr, off, sz, link, _info, _al, _es) in headers:
+                sec = SectionHeader(_cstr(names, name_off), typ, addr, off, sz, link)
                 self.sections.setdefault(sec.name, sec)
 
         # Function symbols: defined ones by name, plus the names only imported.
         self.functions: Dict[str, FunctionSymbol] = {}
-        self.imported: set = set()
+        self.imported: Set[str] = set()
         rank = {STB_GLOBAL: 2, STB_WEAK: 1}
         for hdr in headers:
             if hdr[1] not in (SHT_SYMTAB, SHT_DYNSYM):
@@ -209,7 +217,8 @@ class ElfImage:
                 raise self._fail("symbol table links to a missing string table")
             strtab = self._bytes(data, size, headers[hdr[6]][4], headers[hdr[6]][5], "symbol string table")
             raw = self._bytes(data, size, hdr[4], hdr[5], "symbol table")
-            for name_off, info, _other, shndx, value, sz in struct.iter_unpack(e + "IBBHQQ", raw[: len(raw) // 24 * 24]):
+            entries = struct.iter_unpack(e + "IBBHQQ", raw[: len(raw) // 24 * 24])
+            for name_off, info, _other, shndx, value, sz in entries:
                 if info & 0xF != STT_FUNC or not name_off:
                     continue
                 name = _cstr(strtab, name_off)
@@ -359,8 +368,8 @@ def open_uprobe_event(path: str, offset: int, *, pid: int = -1, retprobe: bool =
             raise InvalidObjectError(f"{what}: the kernel refused offset {offset:#x} of {path} (EINVAL: {why})",
                                      err) from None
         if err in (_errno.EOPNOTSUPP, ENOTSUPP):
-            raise NotSupportedError(f"{what}", errno=err,
-                                    detail=f"the kernel cannot probe the instruction at offset {offset:#x} of {path}") from None
+            raise NotSupportedError(f"{what}", errno=err, detail=f"the kernel cannot probe the instruction at "
+                                    f"offset {offset:#x} of {path}") from None
         raise
 
 
@@ -395,7 +404,7 @@ class Executable:
     def __init__(self, path: "os.PathLike[str] | str") -> None:
         self._path = resolve_path(path)
         self._image = ElfImage(self._path)
-        self._usdt: Optional[list] = None
+        self._usdt: Optional[List[USDTProbe]] = None
 
     @property
     def path(self) -> str:
@@ -505,7 +514,7 @@ class Executable:
 
     # -- USDT ---------------------------------------------------------------
 
-    def usdt_probes(self) -> list:
+    def usdt_probes(self) -> List[USDTProbe]:
         """The USDT probes in ``.note.stapsdt`` (:class:`ebpf.link.usdt.USDTProbe`)."""
         if self._usdt is None:
             from .usdt import read_probes

@@ -21,10 +21,11 @@ import errno
 import os
 from typing import Any, List, Optional, Sequence
 
-from .. import _syscall
+from .. import _syscall, features
 from ..errors import ENOTSUPP, EBPFError, InvalidObjectError, NotSupportedError
 from ..types import AttachType, ProgramType
 from ._link import BPF_F_UPROBE_MULTI_RETURN, FDLink, check_program_type, program_fd
+from .uprobe import ExecutableNotFoundError, ProcessNotFoundError, _check_pid
 
 __all__ = ["UprobeMultiLink", "attach_uprobe_multi"]
 
@@ -67,8 +68,6 @@ def attach_uprobe_multi(exe: Any, symbols: Optional[Sequence[str]], prog: Any, *
                         pid: Optional[int] = None) -> UprobeMultiLink:
     """Attach ``prog`` to ``symbols`` (or ``addresses``) of ``exe``, an
     :class:`~ebpf.link.Executable`; see :meth:`Executable.uprobe_multi`."""
-    from .uprobe import _check_pid
-
     kind = "uretprobe.multi" if retprobe else "uprobe.multi"
     if isinstance(symbols, str):
         symbols = [symbols]
@@ -86,7 +85,8 @@ def attach_uprobe_multi(exe: Any, symbols: Optional[Sequence[str]], prog: Any, *
     refs = _u64s(ref_ctr_offsets, "ref_ctr_offsets", n)
     pid_ = _check_pid(pid)
     shown = names if names is not None else [f"{a:#x}" for a in addrs or ()]
-    hook = f"{kind} {exe.path}:" + ",".join(shown[:3]) + (",..." if n > 3 else "") + (f" pid={pid_}" if pid_ > 0 else "")
+    hook = (f"{kind} {exe.path}:" + ",".join(shown[:3]) + (",..." if n > 3 else "")
+            + (f" pid={pid_}" if pid_ > 0 else ""))
     _check_program(prog, hook)
     prog_fd = program_fd(prog)
 
@@ -98,7 +98,8 @@ def attach_uprobe_multi(exe: Any, symbols: Optional[Sequence[str]], prog: Any, *
               (("offsets", where), ("cookies", cks), ("ref_ctr_offsets", refs)) if values is not None}
     attr = _syscall.link_create_attr(prog_fd=prog_fd, attach_type=int(AttachType.TRACE_UPROBE_MULTI))
     um = attr.uprobe_multi
-    um.path, um.cnt, um.flags, um.pid = ctypes.addressof(path), n, BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, max(pid_, 0)
+    um.path, um.cnt, um.pid = ctypes.addressof(path), n, max(pid_, 0)
+    um.flags = BPF_F_UPROBE_MULTI_RETURN if retprobe else 0
     for name, array in arrays.items():
         setattr(um, name, ctypes.addressof(array))
     try:
@@ -109,9 +110,6 @@ def attach_uprobe_multi(exe: Any, symbols: Optional[Sequence[str]], prog: Any, *
 
 
 def _error(exc: EBPFError, hook: str, pid: int, path: str) -> EBPFError:
-    from .. import features
-    from .uprobe import ExecutableNotFoundError, ProcessNotFoundError
-
     err = exc.errno
     if err in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP, errno.E2BIG):
         try:

@@ -39,10 +39,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..errors import EBPFError, InvalidObjectError, NotSupportedError
+from ..info import program_info
+from ..maps import map_from_id
 from ..types import MapType, ProgramType
 from ._link import Link, check_program_type, program_fd
 from .perf_event import perf_link_supported
-from .uprobe import EM_X86_64, ElfImage, attach_uprobe_offset
+from .uprobe import EM_X86_64, ElfImage, Executable, _check_pid, _check_u64, attach_uprobe_offset
 
 __all__ = [
     "USDTProbe",
@@ -62,6 +64,7 @@ NT_STAPSDT = 3
 MAX_ARGS = 12  # BPF_USDT_MAX_ARG_CNT
 _ARG = struct.Struct("=QihBb")  # struct __bpf_usdt_arg_spec
 _TAIL = struct.Struct("=Qh")  # usdt_cookie, arg_cnt
+_KEY = struct.Struct("=I")  # an index into __bpf_usdt_specs
 SPEC_SIZE = 208  # sizeof(struct __bpf_usdt_spec), 8-aligned
 
 SPECS_MAP = "__bpf_usdt_specs"
@@ -73,7 +76,8 @@ class ProbeNotFoundError(EBPFError, ValueError):
     """The binary has no USDT probe ``provider:name``."""
 
     def __init__(self, provider: str, name: str, path: str, known: List[str]) -> None:
-        hint = f" (it has: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})" if known else " (it has no USDT probes)"
+        more = ", ..." if len(known) > 20 else ""
+        hint = f" (it has: {', '.join(known[:20])}{more})" if known else " (it has no USDT probes)"
         super().__init__(f"USDT probe {provider}:{name} not found in {path}{hint}", _errno.ENOENT)
         self.provider = provider
         self.name = name
@@ -318,12 +322,8 @@ def _release_ids(map_id: int, ids: List[int]) -> None:
 
 def _find_specs_map(prog: Any) -> Any:
     """Open the program's ``__bpf_usdt_specs`` map (by its map ids)."""
-    from ..maps import map_from_id
-
     info = prog.info() if hasattr(prog, "info") else None
     if info is None:
-        from ..info import program_info
-
         info = program_info(program_fd(prog))
     found = None
     for mid in info.map_ids:
@@ -395,7 +395,7 @@ class USDTLink(Link):
     # Kept on the class: the finalizer may run when module globals are gone.
     _release_ids = staticmethod(_release_ids)
 
-    def _release(self, _key: Any = struct.Struct("=I").pack) -> None:
+    def _release(self, _key: Any = _KEY.pack) -> None:
         m, self._map = self._map, None
         links, self._links = self._links, []
         ids, self._spec_ids = self._spec_ids, []
@@ -415,8 +415,8 @@ class USDTLink(Link):
             m.close()
 
     def pin(self, path: Any) -> None:
-        raise NotSupportedError("pinning a USDT link",
-                                detail="its argument specs are allocated in this process; pin the program's maps and links yourself")
+        raise NotSupportedError("pinning a USDT link", detail="its argument specs are allocated in this process; "
+                                "pin the program's maps and links yourself")
 
     def info(self) -> Any:
         raise NotSupportedError("info of a USDT link", detail=f"it holds {len(self._links)} uprobe links; see .links")
@@ -435,8 +435,6 @@ def attach_usdt(executable: Any, provider: str, name: str, prog: Any, *, pid: Op
     program must be a KPROBE-type program built with ``<bpf/usdt.bpf.h>``.
     Raises :class:`ProbeNotFoundError` when the binary has no such probe.
     """
-    from .uprobe import Executable, _check_pid, _check_u64
-
     if not isinstance(executable, Executable):
         executable = Executable(executable)
     check_program_type(prog, frozenset({ProgramType.KPROBE}), "a USDT probe")

@@ -68,13 +68,15 @@ def resolve_ifindex(iface: Union[str, int, bytes], what: str) -> int:
         try:
             socket.if_indextoname(iface)
         except OSError:
-            raise EBPFError(f"{what}: no network interface with index {iface} (in this network namespace)", errno.ENODEV) from None
+            raise EBPFError(f"{what}: no network interface with index {iface} (in this network namespace)",
+                            errno.ENODEV) from None
         return iface
     name = os.fsdecode(iface)
     try:
         return socket.if_nametoindex(name)
     except OSError:
-        raise EBPFError(f"{what}: no network interface named {name!r} (in this network namespace)", errno.ENODEV) from None
+        raise EBPFError(f"{what}: no network interface named {name!r} (in this network namespace)",
+                        errno.ENODEV) from None
 
 
 def interface_name(ifindex: int) -> str:
@@ -122,17 +124,20 @@ def attach_xdp(ifname_or_index: Union[str, int], prog: Any, flags: int = 0) -> F
 
 
 def _xdp_error(exc: EBPFError, ifname: str, modes: XDPFlags) -> EBPFError:
-    mode = {XDPFlags.SKB_MODE: "generic", XDPFlags.DRV_MODE: "native", XDPFlags.HW_MODE: "offload"}.get(modes, "default")
+    mode = {XDPFlags.SKB_MODE: "generic", XDPFlags.DRV_MODE: "native",
+            XDPFlags.HW_MODE: "offload"}.get(modes, "default")
     if exc.errno == errno.EBUSY:
         return EBPFError(f"attach_xdp: {ifname} already has an XDP program attached ({mode} mode)", exc.errno)
     if exc.errno == errno.EEXIST:
         return EBPFError(f"attach_xdp: {ifname} already has an XDP program in another mode "
                          f"(generic and native XDP cannot be attached at once)", exc.errno)
     if exc.errno in (errno.EOPNOTSUPP, ENOTSUPP):
-        return NotSupportedError(f"{mode} XDP on {ifname}", errno=exc.errno, detail="the driver cannot run XDP in this mode")
+        return NotSupportedError(f"{mode} XDP on {ifname}", errno=exc.errno,
+                                 detail="the driver cannot run XDP in this mode")
     if exc.errno == errno.EINVAL and modes == XDPFlags.HW_MODE:
         return NotSupportedError(f"offloaded XDP on {ifname}", errno=exc.errno)
     if exc.errno == errno.EINVAL:
-        return EBPFError(f"attach_xdp: the kernel refused to attach to {ifname} ({mode} mode): {os.strerror(exc.errno)} "
-                         "(XDP links need kernel 5.9+; the program may use features this mode lacks)", exc.errno)
+        return EBPFError(f"attach_xdp: the kernel refused to attach to {ifname} ({mode} mode): "
+                         f"{os.strerror(exc.errno)} (XDP links need kernel 5.9+; the program may use features this "
+                         f"mode lacks)", exc.errno)
     return exc

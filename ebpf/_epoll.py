@@ -27,7 +27,20 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    TypeVar,
+)
 
 from ._handle import Handle
 from .errors import ClosedError
@@ -99,8 +112,23 @@ class Poller:
                 pass
 
 
-class EventReader(Handle):
-    """Shared behaviour of the ring buffer and perf buffer readers.
+class _Record(Protocol):
+    """What the records of every reader have."""
+
+    @property
+    def raw_sample(self) -> bytes: ...
+
+
+_R = TypeVar("_R", bound=_Record)  # the reader's record type
+
+# What the rings are drained into: chunks (iterables) of records, or of raw
+# samples (bytes) for read_samples().
+_Chunks = List[Iterable[Any]]
+
+
+class EventReader(Handle, Generic[_R]):
+    """Shared behaviour of the ring buffer and perf buffer readers, generic
+    over the type of their records (``EventReader[ebpf.ringbuf.Record]``).
 
     Subclasses set ``_poller`` and implement ``_drain(out, limit)`` (take up
     to ``limit`` records without blocking, append them to ``out``, return
@@ -120,7 +148,7 @@ class EventReader(Handle):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         # Records taken out of the ring by read() but not returned yet.
-        self._pending: Iterator[Any] = iter(())
+        self._pending: Iterator[_R] = iter(())
         self._freed = False
         self._waiters = 0
         self._async_waiting = False
@@ -128,7 +156,7 @@ class EventReader(Handle):
 
     # -- subclass interface --------------------------------------------------
 
-    def _drain(self, out: List[Any], limit: int, raw: bool) -> int:  # pragma: no cover - abstract
+    def _drain(self, out: _Chunks, limit: int, raw: bool) -> int:  # pragma: no cover - abstract
         """Take up to ``limit`` records out of the rings without blocking;
         append them to ``out`` as chunks (iterables: lazy maps building
         records, or with ``raw`` sequences of sample bytes); return how
@@ -184,7 +212,7 @@ class EventReader(Handle):
 
     # -- reading -------------------------------------------------------------
 
-    def _take(self, out: List[Any], limit: int, raw: bool = False) -> int:
+    def _take(self, out: _Chunks, limit: int, raw: bool = False) -> int:
         """Append chunks of up to ``limit`` records (read-ahead first) to ``out``."""
         with self._lock:
             if self._closed:
@@ -215,7 +243,7 @@ class EventReader(Handle):
             if self._closed and self._waiters == 0:
                 self._free_once()
 
-    def _collect(self, out: List[Any], limit: int, timeout: Optional[float], raw: bool = False) -> int:
+    def _collect(self, out: _Chunks, limit: int, timeout: Optional[float], raw: bool = False) -> int:
         """Append chunks of 1..limit records to ``out``, waiting up to ``timeout``."""
         n = self._take(out, limit, raw)
         if n:
@@ -237,7 +265,7 @@ class EventReader(Handle):
             if n:
                 return n
 
-    def _refill(self, chunks: List[Any]) -> Any:
+    def _refill(self, chunks: List[Iterable[_R]]) -> _R:
         """Keep all but the first record of ``chunks`` for later read()s."""
         it = itertools.chain.from_iterable(chunks)
         first = next(it)
@@ -248,7 +276,7 @@ class EventReader(Handle):
                 self._pending_left = True
         return first
 
-    def read(self, timeout: Optional[float] = None) -> Any:
+    def read(self, timeout: Optional[float] = None) -> _R:
         """The next record, waiting for one up to ``timeout`` seconds (None:
         forever, 0: do not wait).
 
@@ -261,20 +289,20 @@ class EventReader(Handle):
             if rec is not None:
                 return rec
             self._pending_left = False
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         self._collect(chunks, self._READ_AHEAD, timeout)
         return self._refill(chunks)
 
-    def read_batch(self, max_records: Optional[int] = None, timeout: Optional[float] = None) -> List[Any]:
+    def read_batch(self, max_records: Optional[int] = None, timeout: Optional[float] = None) -> List[_R]:
         """Wait (as :meth:`read`) for at least one record and return all that
         are there, at most ``max_records`` (default 65536), oldest first."""
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         self._collect(chunks, _limit(max_records), timeout)
         return list(itertools.chain.from_iterable(chunks))
 
-    def read_into(self, out: List[Any], max_records: Optional[int] = None, timeout: Optional[float] = None) -> int:
+    def read_into(self, out: List[_R], max_records: Optional[int] = None, timeout: Optional[float] = None) -> int:
         """Like :meth:`read_batch` but appends to ``out``; returns how many."""
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         n = self._collect(chunks, _limit(max_records), timeout)
         out.extend(itertools.chain.from_iterable(chunks))
         return n
@@ -282,20 +310,20 @@ class EventReader(Handle):
     def read_samples(self, max_records: Optional[int] = None, timeout: Optional[float] = None) -> List[bytes]:
         """Like :meth:`read_batch` but returns only the raw samples (bytes),
         no :class:`Record` objects: the fastest way to drain a ring."""
-        chunks: List[Any] = []
+        chunks: List[Iterable[bytes]] = []
         self._collect(chunks, _limit(max_records), timeout, raw=True)
         if len(chunks) == 1:
             return list(chunks[0])
         return list(itertools.chain.from_iterable(chunks))
 
-    def flush(self) -> List[Any]:
+    def flush(self) -> List[_R]:
         """Everything the rings hold now, without waiting (may be empty).
 
         Unlike :meth:`read`, this ignores wakeup thresholds (perf watermarks,
         ``BPF_RB_NO_WAKEUP``): what was written is returned.  Use it before
         :meth:`close` to keep the last records.
         """
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         limit = 1 << 20
         # Stop when a pass came back short: a producer that keeps writing
         # cannot keep flush() going forever.
@@ -303,7 +331,7 @@ class EventReader(Handle):
             pass
         return list(itertools.chain.from_iterable(chunks))
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[_R]:
         """Records forever, waiting as needed; the iteration ends when the
         reader is closed (from another thread, for instance).
 
@@ -311,9 +339,9 @@ class EventReader(Handle):
         keep them costs no garbage-collector work."""
         return itertools.chain.from_iterable(self._chunks())
 
-    def _chunks(self) -> Iterator[Any]:
+    def _chunks(self) -> Iterator[Iterable[_R]]:
         while True:
-            chunks: List[Any] = []
+            chunks: List[Iterable[_R]] = []
             try:
                 self._collect(chunks, self._ITER_BATCH, None)
             except ClosedError:
@@ -322,7 +350,7 @@ class EventReader(Handle):
 
     # -- asyncio ---------------------------------------------------------------
 
-    async def _collect_async(self, out: List[Any], limit: int, timeout: Optional[float]) -> int:
+    async def _collect_async(self, out: _Chunks, limit: int, timeout: Optional[float]) -> int:
         import asyncio
 
         n = self._take(out, limit)
@@ -376,7 +404,7 @@ class EventReader(Handle):
             loop.remove_reader(fd)
             self._async_waiting = False
 
-    async def read_async(self, timeout: Optional[float] = None) -> Any:
+    async def read_async(self, timeout: Optional[float] = None) -> _R:
         """:meth:`read` for asyncio: waits through the event loop (the epoll
         fd is registered with ``loop.add_reader``), never in a thread."""
         if self._pending_left:
@@ -384,23 +412,24 @@ class EventReader(Handle):
             if rec is not None:
                 return rec
             self._pending_left = False
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         await self._collect_async(chunks, self._READ_AHEAD, timeout)
         return self._refill(chunks)
 
-    async def read_batch_async(self, max_records: Optional[int] = None, timeout: Optional[float] = None) -> List[Any]:
+    async def read_batch_async(self, max_records: Optional[int] = None,
+                               timeout: Optional[float] = None) -> List[_R]:
         """:meth:`read_batch` for asyncio."""
-        chunks: List[Any] = []
+        chunks: List[Iterable[_R]] = []
         await self._collect_async(chunks, _limit(max_records), timeout)
         return list(itertools.chain.from_iterable(chunks))
 
-    def __aiter__(self) -> Any:
+    def __aiter__(self) -> AsyncIterator[_R]:
         """``async for record in reader``: ends when the reader is closed."""
         return self._aiter()
 
-    async def _aiter(self) -> Any:
+    async def _aiter(self) -> AsyncIterator[_R]:
         while True:
-            chunks: List[Any] = []
+            chunks: List[Iterable[_R]] = []
             try:
                 await self._collect_async(chunks, self._ITER_BATCH, None)
             except ClosedError:

@@ -218,7 +218,8 @@ class _MmapRing:
                 else:
                     # Lazy: records are built when the caller takes them.
                     remaining = range(prod - cons - stride, prod - end - stride, -stride)
-                    values = dec.many(length, samples, data, off + HEADER_SIZE, stride) if dec is not None else rep(None)
+                    values = (dec.many(length, samples, data, off + HEADER_SIZE, stride) if dec is not None
+                              else rep(None))
                     out.append(map(_new, rep(Record), zip(samples, remaining, values, rep(ring))))
                 cons = end
                 n += run
@@ -286,7 +287,7 @@ class _LibbpfRing:
             _libbpf.ring_buffer_free(rb)
 
 
-class Reader(EventReader):
+class Reader(EventReader[Record]):
     """Reads samples from one or more ``BPF_MAP_TYPE_RINGBUF`` maps.
 
     ``Reader(map, *more_maps, value_type=None)``: with several maps, one
@@ -406,7 +407,8 @@ class Writer(Handle):
         try:
             # The kernel owns the consumer page: read-only for us.
             self._cons_mm = _mmap(self._fd, page, mmap.PROT_READ, 0, "user ring buffer consumer page")
-            self._data_mm = _mmap(self._fd, page + 2 * size, mmap.PROT_READ | mmap.PROT_WRITE, page, "user ring buffer data")
+            self._data_mm = _mmap(self._fd, page + 2 * size, mmap.PROT_READ | mmap.PROT_WRITE, page,
+                                  "user ring buffer data")
             self._cons_q = memoryview(self._cons_mm).cast("Q")
             self._data = memoryview(self._data_mm)
             self._prod_q = self._data.cast("Q")
@@ -431,7 +433,8 @@ class Writer(Handle):
     def _record_size(self, n: int) -> int:
         total = (n + HEADER_SIZE + 7) & ~7
         if total > self.size or n > _LEN_MASK:
-            raise MarshalError(f"user ring buffer {self._map.name}: a {n}-byte sample cannot fit a {self.size}-byte ring")
+            raise MarshalError(f"user ring buffer {self._map.name}: a {n}-byte sample cannot fit a "
+                               f"{self.size}-byte ring")
         return total
 
     def _wait_room(self, need: int, deadline: Optional[float]) -> bool:

@@ -9,6 +9,7 @@ must name the same things as the run-time tables.
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import re
 import subprocess
@@ -53,14 +54,20 @@ USER_SCRIPT_TYPES: List[Tuple[str, str]] = [
                                      "-> ebpf.errors.KeyNotExistError"),
 ]
 
-# Typed in modules other engineers are changing now: ebpf/link/__init__.py
-# resolves attach_* through a module __getattr__ typed Any and computes its
-# __all__ (so under --strict its Link is "not explicitly exported"); the
-# readers' read() in ebpf/_epoll.py returns Any.
-PENDING_TYPES: List[Tuple[str, str]] = [
+# ebpf.link's names, seen through its TYPE_CHECKING imports; the readers'
+# records, through EventReader's type parameter (mypy spells a NamedTuple as
+# the tuple of its fields with the class as "fallback").
+_RINGBUF_RECORD = "tuple[builtins.bytes, builtins.int, Any, builtins.int, fallback=ebpf.ringbuf.Record]"
+LINK_AND_READER_TYPES: List[Tuple[str, str]] = [
     ("ebpf.link.Link", "def () -> ebpf.link._link.Link"),
     ('ebpf.link.attach_tracepoint("syscalls", "sys_enter_getpid", coll.programs["p"])', "ebpf.link._link.Link"),
-    ('ebpf.ringbuf.Reader(coll.maps["m"]).read()', "ebpf.ringbuf.Record"),
+    ("ebpf.link.open_executable", "def (path: Union[os.PathLike[builtins.str], builtins.str]) "
+                                  "-> ebpf.link.uprobe.Executable"),
+    ("ebpf.link.attach_iter", "def (prog: Any, map: Any =) -> ebpf.link.iter.Iter"),
+    ('ebpf.ringbuf.Reader(coll.maps["m"]).read()', _RINGBUF_RECORD),
+    ('ebpf.ringbuf.Reader(coll.maps["m"]).read_batch()', f"builtins.list[{_RINGBUF_RECORD}]"),
+    ('next(iter(ebpf.ringbuf.Reader(coll.maps["m"])))', _RINGBUF_RECORD),
+    ('ebpf.ringbuf.Reader(coll.maps["m"]).__aiter__()', f"typing.AsyncIterator[{_RINGBUF_RECORD}]"),
 ]
 
 # (statement, a piece of the error mypy must report on its line)
@@ -150,10 +157,8 @@ def test_mypy_sees_the_real_types(tmp_path):
     _reveal(tmp_path, USER_SCRIPT_TYPES)
 
 
-@pytest.mark.xfail(strict=True, reason="ebpf.link attach_* and the readers' read() are typed Any in "
-                                       "ebpf/link/__init__.py and ebpf/_epoll.py, being changed by others")
 def test_mypy_sees_the_types_of_links_and_readers(tmp_path):
-    _reveal(tmp_path, PENDING_TYPES)
+    _reveal(tmp_path, LINK_AND_READER_TYPES)
 
 
 def test_mypy_catches_misuse(tmp_path):
@@ -200,6 +205,26 @@ def test_package_names_agree_for_checkers_and_at_run_time():
     assert eager == set(ebpf.errors.__all__) | {"__version__"}  # what loads with `import ebpf`
     for name in submodules:
         assert getattr(ebpf, name) is sys.modules[f"ebpf.{name}"]
+
+
+def test_link_names_agree_for_checkers_and_at_run_time():
+    import ebpf.link as link
+
+    static = _type_checking_imports(ROOT / "ebpf" / "link" / "__init__.py")
+    lazy = dict(link._LAZY)
+    assert static == lazy
+    eager = {n for n in link.__all__ if n not in lazy}
+    assert set(lazy) <= set(link.__all__) and len(link.__all__) == len(set(link.__all__))
+    assert eager == {"FDLink", "Link", "LinkInfo", "LinkType", "link_from_id", "load_pinned_link"}
+    for name in link.__all__:
+        value = getattr(link, name)
+        if name in lazy:
+            module = importlib.import_module(lazy[name], "ebpf.link")
+            assert value is getattr(module, name), name
+        else:
+            assert name in vars(link), name  # defined at import time
+    with pytest.raises(AttributeError):
+        link.attach_tracpoint  # noqa: B018 - a misspelt name is an error at run time too
 
 
 def test_asm_names_agree_for_checkers_and_at_run_time():

@@ -15,10 +15,13 @@ import selectors
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import emit_json, fail
 from ._common import load_spec, plain, show, type_by_spelling
+
+if TYPE_CHECKING:
+    from .._epoll import EventReader
 
 _EVENT_TYPES = ("RINGBUF", "PERF_EVENT_ARRAY")
 # Maps whose elements user space cannot list (or that hold only fds).
@@ -212,7 +215,8 @@ class EventStream:
             self.codec = _codec(spec.types, type_name)
             self.fixed = True
         self._by_length: Dict[int, Any] = {}
-        self.reader = perf.Reader(m, perf_buffer) if self.perf else ringbuf.Reader(m)
+        # Records of either kind: self.perf says which fields they have.
+        self.reader: EventReader[Any] = perf.Reader(m, perf_buffer) if self.perf else ringbuf.Reader(m)
         self.warned = False
 
     def decode(self, sample: bytes) -> Any:

@@ -293,7 +293,8 @@ def check_pin_path(path: str) -> None:
         raise PinError(f"cannot pin to {path}: directory {parent} does not exist", 2)
     fstype = _mount_of(parent)
     if fstype is not None and fstype != "bpf":
-        raise PinError(f"cannot pin to {path}: {parent} is on {fstype}, not a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)", 1)
+        raise PinError(f"cannot pin to {path}: {parent} is on {fstype}, not a bpf filesystem "
+                       f"(mount -t bpf bpf /sys/fs/bpf)", 1)
 
 
 def pin_error(exc: BaseException, path: str) -> BaseException:

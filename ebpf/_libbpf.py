@@ -38,7 +38,7 @@ from ctypes import (
 )
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .errors import EBPFError, NotSupportedError, PermissionDeniedError, ENOTSUPP
+from .errors import ENOTSUPP, EBPFError, NotSupportedError, PermissionDeniedError
 
 log = logging.getLogger("ebpf.libbpf")
 
@@ -259,7 +259,8 @@ def errno_error(err: int, what: str, messages: Sequence[str] = ()) -> EBPFError:
     hint = messages[-1] if messages else ""
     msg = f"{what}: {text}" + (f" ({hint})" if hint else "")
     if err == _errno.EPERM:  # from bpf() nearly always missing capabilities
-        return PermissionDeniedError(msg + " (bpf() needs CAP_BPF, plus CAP_PERFMON/CAP_NET_ADMIN for some types, or CAP_SYS_ADMIN)", err)
+        return PermissionDeniedError(msg + " (bpf() needs CAP_BPF, plus CAP_PERFMON/CAP_NET_ADMIN for some types, "
+                                     "or CAP_SYS_ADMIN)", err)
     if err == _errno.EACCES:
         return PermissionDeniedError(msg, err)
     if err in (_errno.EOPNOTSUPP, ENOTSUPP):
@@ -304,7 +305,7 @@ def _checked(name: str, fn: Any, conv: str) -> Callable[..., Any]:
 _int, _u32, _u64, _sz, _ptr, _str = c_int, c_uint32, c_uint64, c_size_t, c_void_p, c_char_p
 _print_fn_t = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
-SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
+SIGNATURES: Dict[str, Tuple[Any, List[Any], str, Optional[str]]] = {
     # library
     "libbpf_major_version": (_u32, [], NONE, None),
     "libbpf_minor_version": (_u32, [], NONE, None),
@@ -384,8 +385,10 @@ SIGNATURES: Dict[str, Tuple[Any, list, str, Optional[str]]] = {
     "bpf_map_delete_elem": (_int, [_int, _ptr], NONE, None),
     "bpf_map_lookup_and_delete_elem": (_int, [_int, _ptr, _ptr], NONE, None),
     "bpf_map_get_next_key": (_int, [_int, _ptr, _ptr], NONE, None),
-    "bpf_map_lookup_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
-    "bpf_map_lookup_and_delete_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
+    "bpf_map_lookup_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)],
+                             NONE, None),
+    "bpf_map_lookup_and_delete_batch": (_int, [_int, _ptr, _ptr, _ptr, _ptr, POINTER(_u32),
+                                               POINTER(bpf_map_batch_opts)], NONE, None),
     "bpf_map_update_batch": (_int, [_int, _ptr, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
     "bpf_map_delete_batch": (_int, [_int, _ptr, POINTER(_u32), POINTER(bpf_map_batch_opts)], NONE, None),
     "bpf_map_freeze": (_int, [_int], NEG_ERRNO, None),
@@ -539,7 +542,8 @@ def require(name: str, feature: Optional[str] = None) -> Any:
     _load()
     fn = _FUNCS.get(name)
     if fn is None:
-        raise NotSupportedError(feature or f"libbpf function {name}", min_libbpf=_MISSING.get(name) or SIGNATURES[name][3])
+        raise NotSupportedError(feature or f"libbpf function {name}",
+                                min_libbpf=_MISSING.get(name) or SIGNATURES[name][3])
     return fn
 
 
@@ -707,7 +711,7 @@ def clear_warnings() -> None:
     _thread_messages.recent.clear()
 
 
-def warnings() -> list:
+def warnings() -> List[str]:
     """libbpf warnings printed in this thread since its last :func:`clear_warnings`."""
     return list(_thread_messages.recent)
 
@@ -818,7 +822,8 @@ class ObjectMap:
 
     @property
     def name(self) -> str:
-        return lib.bpf_map__name(self._m).decode()
+        name: bytes = lib.bpf_map__name(self._m)  # const char *
+        return name.decode()
 
     def initial_size(self) -> int:
         """Size of a data section's initial image (0 for other maps)."""
@@ -885,11 +890,13 @@ class ObjectProgram:
 
     @property
     def name(self) -> str:
-        return lib.bpf_program__name(self._p).decode()
+        name: bytes = lib.bpf_program__name(self._p)  # const char *
+        return name.decode()
 
     @property
     def section_name(self) -> str:
-        return lib.bpf_program__section_name(self._p).decode()
+        name: bytes = lib.bpf_program__section_name(self._p)  # const char *
+        return name.decode()
 
     @property
     def type(self) -> int:
@@ -1097,12 +1104,6 @@ def btf_load(raw: bytes) -> int:
     return int(lib.bpf_btf_load(raw, len(raw), None))
 
 
-def find_vmlinux_btf_id(name: str, attach_type: int) -> int:
-    """The kernel BTF id of an attach target (libbpf adds the prefixes
-    such as ``btf_trace_`` or ``bpf_lsm_`` that the attach type implies)."""
-    return int(require("libbpf_find_vmlinux_btf_id", "resolving attach targets")(name.encode(), attach_type))
-
-
 def prog_fd_by_id(prog_id: int) -> int:
     """An fd of the program with kernel id ``prog_id``."""
     return int(lib.bpf_prog_get_fd_by_id(prog_id))
@@ -1143,7 +1144,7 @@ def prog_test_run(fd: int, data: bytes, ctx: Optional[bytes], data_out_size: int
         ctx_in=ctypes.addressof(ctx_buf) if ctx_buf is not None else None,
         ctx_size_in=len(ctx) if ctx else 0,
         ctx_out=ctypes.addressof(ctx_out) if ctx_out is not None else None,
-        ctx_size_out=len(ctx) if ctx_out is not None else 0,
+        ctx_size_out=len(ctx_out) if ctx_out is not None else 0,
         repeat=repeat,
         flags=flags,
         cpu=cpu,

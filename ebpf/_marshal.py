@@ -156,7 +156,8 @@ def encode_fixed(value: Any, size: int, codec: Optional[Any] = None, what: str =
             raw = int(value).to_bytes(size, _BYTEORDER, signed=signed)
         except OverflowError:
             hint = "" if signed or value >= 0 else " (the slot is unsigned: pass bytes for another bit pattern)"
-            raise MarshalError(f"{what}: {value} does not fit in {size} bytes ({_int_range(size, signed)}){hint}") from None
+            bounds = _int_range(size, signed)
+            raise MarshalError(f"{what}: {value} does not fit in {size} bytes ({bounds}){hint}") from None
     elif isinstance(value, _CTYPES):
         raw = bytes(memoryview(value).cast("B"))
     elif hasattr(value, "__bytes__") and not isinstance(value, str):
@@ -557,7 +558,8 @@ class SampleDecoder:
         self.size = codec.size
         self._bulk = bulk_decoder(codec) if hasattr(codec, "_prefix") else None
 
-    def many(self, length: int, samples: Sequence[bytes], buf: Any = None, off: int = 0, stride: int = 0) -> Iterable[Any]:
+    def many(self, length: int, samples: Sequence[bytes], buf: Any = None, off: int = 0,
+             stride: int = 0) -> Iterable[Any]:
         """Values of ``samples``, all ``length`` bytes long.  When the caller
         also gives where they lie (``buf``, the first one's offset ``off``,
         ``stride`` bytes apart), a flat struct is decoded in one go."""

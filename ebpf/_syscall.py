@@ -70,7 +70,8 @@ def bpf(cmd: int, attr: Any, what: str) -> int:
     bpf_attr`` below.  Failures raise the same typed errors as libbpf calls
     (``what`` names the operation in the message)."""
     try:
-        return _libbpf.raw_syscall(_nr("bpf"), ctypes.c_long(cmd), ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+        return _libbpf.raw_syscall(_nr("bpf"), ctypes.c_long(cmd), ctypes.byref(attr),
+                                   ctypes.c_long(ctypes.sizeof(attr)))
     except Exception as exc:
         raise _typed(exc, what) from None
 

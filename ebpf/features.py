@@ -285,7 +285,8 @@ def _probe_tracing() -> Optional[EBPFError]:
             f"the verifier ran, while the caller has CAP_BPF/CAP_SYS_ADMIN), most likely kernel lockdown"))
     if refused is not None:
         return refused
-    return NotSupportedError(feature, min_kernel="5.5", errno=-fd, detail=log.strip().splitlines()[-1] if log.strip() else "")
+    last = log.strip().splitlines()[-1] if log.strip() else ""
+    return NotSupportedError(feature, min_kernel="5.5", errno=-fd, detail=last)
 
 
 def _load_traced(attach_type: int, btf_id: int) -> "tuple[int, str]":

@@ -432,9 +432,8 @@ class _Generator:
             "import typing as _t",
             "from base64 import b64decode as _b64decode",
             "",
+            "import ebpf",
             "import ebpf.btf",
-            "import ebpf.maps",
-            "import ebpf.programs",
             "import ebpf.spec",
             "import ebpf.typed",
             "from ebpf import skeleton as _skel",
@@ -598,7 +597,7 @@ class _Generator:
             out.append(f'    """{self.map_doc(ms)}"""')
         for pname, ps in self.programs.items():
             out.append("")
-            out.append(f"    {attrs['program'][pname]}: ebpf.programs.Program")
+            out.append(f"    {attrs['program'][pname]}: ebpf.Program")
             t = ps.type.name if hasattr(ps.type, "name") else str(ps.type)
             out.append(f'    """{t} program ``{pname}`` (section ``{ps.section_name}``)."""')
         for vname, vs in self.variables.items():
@@ -615,7 +614,7 @@ class _Generator:
 
     def map_annotation(self, ms: MapSpec, scope: Set[str]) -> str:
         if ms.type not in _TYPED_MAPS:
-            return "ebpf.maps.Map"
+            return "ebpf.Map"
         if ms.type in _KEYLESS:
             key = "None"
         elif ms.key is not None:
@@ -625,9 +624,9 @@ class _Generator:
         else:
             key = self.builtin("bytes", scope)
         if ms.type == MapType.PROG_ARRAY:
-            value = "ebpf.programs.Program"
+            value = "ebpf.Program"
         elif ms.type in _MAP_VALUED:
-            value = "ebpf.maps.Map"
+            value = "ebpf.Map"
         else:
             value = self.annotation(ms.value, scope)
             if ms.type in PER_CPU_TYPES:

@@ -224,7 +224,7 @@ def test_names_that_python_cannot_take_as_they_are() -> None:
     assert "    close_: ebpf.typed.TypedMap[pair_t, struct_range]" in text
     assert "    path_: ebpf.typed.TypedVariable[int]" in text and "    Objects_: ebpf.typed" in text
     assert "    queue: ebpf.typed.TypedMap[None, int]" in text
-    assert "    outer: ebpf.typed.TypedMap[int, ebpf.maps.Map]" in text
+    assert "    outer: ebpf.typed.TypedMap[int, ebpf.Map]" in text
     assert "hidden_counter" not in text  # static: private to the object
     assert "    # None = 3 is not a valid member name" in text and "    LOW = 1" in text
 

@@ -10,7 +10,6 @@ lazily on first attribute access so ``import ebpf`` stays fast.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -54,10 +53,6 @@ if TYPE_CHECKING:
     from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec
     from .typed import TypedMap
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
-
-# A library logs; the application decides where it goes.  Without this,
-# libbpf's warnings would reach stderr of programs that never set up logging.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _SUBMODULES = {"link", "btf", "asm", "ringbuf", "perf", "features", "rlimit", "errors"}
 

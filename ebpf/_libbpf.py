@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import errno as _errno
-import logging
 import os
 import struct
 import sys
@@ -40,7 +39,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ENOTSUPP, EBPFError, NotSupportedError, PermissionDeniedError
 
-log = logging.getLogger("ebpf.libbpf")
+# The "ebpf.libbpf" logger.  Made when libbpf is loaded, not at import:
+# logging costs more to import than the rest of `import ebpf, ebpf.link`.
+log: Any = None
 
 # --------------------------------------------------------------------------
 # Opaque handle types: distinct pointer classes so a bpf_map* is never passed
@@ -641,7 +642,7 @@ _vsnprintf = _libc.vsnprintf
 _vsnprintf.argtypes = [c_void_p, c_size_t, c_char_p, c_void_p]
 _vsnprintf.restype = c_int
 
-_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_LEVELS = {0: 30, 1: 20, 2: 10}  # libbpf's WARN/INFO/DEBUG as logging.WARNING/INFO/DEBUG
 
 # libbpf guesses at causes that do not apply here; they are logged but kept
 # out of error messages.  Since 5.11 the kernel charges BPF memory to the
@@ -677,7 +678,7 @@ def _printed_since(start: int) -> List[str]:
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
     try:
-        pylevel = _LEVELS.get(level, logging.DEBUG)
+        pylevel = _LEVELS.get(level, 10)
         keep = level == 0
         if not keep and not log.isEnabledFor(pylevel):
             return 0
@@ -699,6 +700,16 @@ _print_cb = _print_fn_t(_on_print)
 
 
 def _install_print_callback(cdll: ctypes.CDLL) -> None:
+    global log
+    import logging
+
+    log = logging.getLogger("ebpf.libbpf")
+    # A library logs; the application decides where it goes.  Without a
+    # handler of the package's own, libbpf's warnings would reach stderr of
+    # programs that never set up logging (logging's last resort).
+    package = logging.getLogger("ebpf")
+    if not any(isinstance(h, logging.NullHandler) for h in package.handlers):
+        package.addHandler(logging.NullHandler())
     fn = cdll.libbpf_set_print
     fn.restype = c_void_p
     fn.argtypes = [_print_fn_t]

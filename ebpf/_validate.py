@@ -15,9 +15,11 @@ object that clang emits and libbpf opens passes.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from . import _elf
+from .btf.parse import BTFError, RawBTF
+from .btf.validation import kinds_of, validate_raw
 from .errors import InvalidObjectError
 
 __all__ = ["check_object", "check_btf", "check_btf_ext"]
@@ -35,13 +37,6 @@ INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
 VOLATILE, CONST, RESTRICT, FUNC, FUNC_PROTO, VAR, DATASEC = 9, 10, 11, 12, 13, 14, 15
 FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = 16, 17, 18, 19
 
-# Kinds whose single ``type`` field refers to another type.
-_REF_KINDS = {PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, VAR, DECL_TAG, TYPE_TAG}
-# Kinds libbpf follows in loops without a depth limit (skip_mods_and_typedefs
-# and friends); a cycle made only of these hangs it.  A legal cycle always
-# passes through a struct, union or function prototype.
-_CHAIN_KINDS = {PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG, VAR, ARRAY, DECL_TAG, FUNC}
-
 
 class _BTFInfo:
     """What later checks need to know about a validated BTF blob."""
@@ -51,157 +46,18 @@ class _BTFInfo:
         self.str_len = 0
 
 
-def _btf_fail(msg: str) -> InvalidObjectError:
-    return InvalidObjectError(f"invalid BTF: {msg}")
-
-
 def check_btf(data: bytes) -> _BTFInfo:
-    """Validate a raw ``.BTF`` blob (either byte order).
-
-    Checks header layout, that every type record is complete and of a known
-    kind, that every type id refers to an existing type, that every name
-    offset points into the string section, and that no chain of modifiers,
-    typedefs, pointers or arrays loops back on itself.
-    """
-    if len(data) < 8:
-        raise _btf_fail("truncated header")
-    if struct.unpack_from("<H", data)[0] == BTF_MAGIC:
-        e = "<"
-    elif struct.unpack_from(">H", data)[0] == BTF_MAGIC:
-        e = ">"
-    else:
-        raise _btf_fail("bad magic")
-    version, flags, hdr_len = struct.unpack_from(e + "BBI", data, 2)
-    if version != 1:
-        raise _btf_fail(f"unsupported version {version}")
-    if hdr_len < _BTF_HDR_SIZE or hdr_len > len(data):
-        raise _btf_fail(f"header length {hdr_len} invalid for {len(data)} bytes")
-    type_off, type_len, str_off, str_len = struct.unpack_from(e + "IIII", data, 8)
-    if hdr_len > _BTF_HDR_SIZE and any(data[_BTF_HDR_SIZE:hdr_len]):
-        raise _btf_fail("unknown non-zero header fields")
-    body = len(data) - hdr_len
-    if str_off + str_len > body or type_off + type_len > str_off:
-        raise _btf_fail("type or string section out of bounds")
-    if type_off % 4 or type_len % 4:
-        raise _btf_fail("type section not 4-byte aligned")
-    strs = data[hdr_len + str_off : hdr_len + str_off + str_len]
-    if not strs or strs[0] != 0 or strs[-1] != 0:
-        raise _btf_fail("string section must start and end with NUL")
-
-    def name(off: int, what: str) -> None:
-        if off >= str_len:
-            raise _btf_fail(f"{what}: name offset {off} outside string section of {str_len} bytes")
-
-    # First pass: record boundaries, kinds and every type-id reference.
-    types = data[hdr_len + type_off : hdr_len + type_off + type_len]
-    u32x3 = struct.Struct(e + "III")
-    kinds: List[int] = [0]
-    targets: List[int] = [0]  # the "next" type for _CHAIN_KINDS, else -1
-    refs: List[Tuple[int, int]] = []  # (from type id, referenced id)
-    pos = 0
-    tid = 0
-    while pos < len(types):
-        tid += 1
-        if pos + 12 > len(types):
-            raise _btf_fail(f"type [{tid}] truncated")
-        name_off, info, size_type = u32x3.unpack_from(types, pos)
-        pos += 12
-        kind = (info >> 24) & 0x1F
-        vlen = info & 0xFFFF
-        name(name_off, f"type [{tid}]")
-        nxt = -1
-        if kind in (INT, FWD, FLOAT):
-            extra = 4 if kind == INT else 0
-        elif kind in _REF_KINDS:
-            extra = 0
-            if kind == VAR:
-                extra = 4
-            elif kind == DECL_TAG:
-                extra = 4
-            refs.append((tid, size_type))
-            nxt = size_type
-        elif kind == ARRAY:
-            extra = 12
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            elem, index, _nelems = u32x3.unpack_from(types, pos)
-            refs.append((tid, elem))
-            refs.append((tid, index))
-            nxt = elem
-        elif kind in (STRUCT, UNION):
-            extra = 12 * vlen
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            for i in range(vlen):
-                m_name, m_type, _m_off = u32x3.unpack_from(types, pos + 12 * i)
-                name(m_name, f"type [{tid}] member {i}")
-                refs.append((tid, m_type))
-        elif kind == ENUM:
-            extra = 8 * vlen
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            for i in range(vlen):
-                name(struct.unpack_from(e + "I", types, pos + 8 * i)[0], f"type [{tid}] value {i}")
-        elif kind == ENUM64:
-            extra = 12 * vlen
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            for i in range(vlen):
-                name(struct.unpack_from(e + "I", types, pos + 12 * i)[0], f"type [{tid}] value {i}")
-        elif kind == FUNC_PROTO:
-            extra = 8 * vlen
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            refs.append((tid, size_type))
-            for i in range(vlen):
-                p_name, p_type = struct.unpack_from(e + "II", types, pos + 8 * i)
-                name(p_name, f"type [{tid}] parameter {i}")
-                # A trailing type 0 parameter marks varargs; any id must exist.
-                refs.append((tid, p_type))
-        elif kind == DATASEC:
-            extra = 12 * vlen
-            if pos + extra > len(types):
-                raise _btf_fail(f"type [{tid}] truncated")
-            for i in range(vlen):
-                v_type = u32x3.unpack_from(types, pos + 12 * i)[0]
-                refs.append((tid, v_type))
-        else:
-            raise _btf_fail(f"type [{tid}] has unknown kind {kind}")
-        if pos + extra > len(types):
-            raise _btf_fail(f"type [{tid}] truncated")
-        pos += extra
-        kinds.append(kind)
-        targets.append(nxt)
-
-    count = len(kinds)
-    for src, ref in refs:
-        if ref >= count:
-            raise _btf_fail(f"type [{src}] refers to type [{ref}], but there are only {count - 1} types")
-    for tid, kind in enumerate(kinds):
-        if kind == FUNC and kinds[targets[tid]] != FUNC_PROTO:
-            raise _btf_fail(f"function [{tid}] does not refer to a function prototype")
-        if kind == DATASEC:
-            pass
-    # Cycle check over chains of _CHAIN_KINDS.  state: 0 unseen, 1 on the
-    # current path, 2 known to terminate.
-    state = [0] * count
-    for start in range(1, count):
-        if state[start]:
-            continue
-        path = []
-        t = start
-        while t > 0 and kinds[t] in _CHAIN_KINDS and state[t] == 0:
-            state[t] = 1
-            path.append(t)
-            t = targets[t]
-        if t > 0 and state[t] == 1:
-            raise _btf_fail(f"type [{t}] refers to itself")
-        for p in path:
-            state[p] = 2
-
+    """Validate a raw ``.BTF`` blob (either byte order) with the BTF package's
+    validator (:func:`ebpf.btf.validation.validate_raw`: the one that also
+    guards kernel types handed to libbpf)."""
+    try:
+        raw = RawBTF(data)
+        validate_raw(raw)
+    except BTFError as exc:
+        raise InvalidObjectError(f"invalid BTF: {exc}") from None
     info = _BTFInfo()
-    info.kinds = kinds
-    info.str_len = str_len
+    info.kinds = kinds_of(raw)
+    info.str_len = len(raw.strings)
     return info
 
 

@@ -9,7 +9,8 @@ from typing import Dict, Iterator, List, Optional, Type as _PyType, Union as _U
 
 from ..errors import EBPFError
 from . import types as T
-from .parse import BTFError, Kind, RawBTF, validate_raw
+from .parse import BTFError, Kind, RawBTF
+from .validation import validate_raw
 
 __all__ = [
     "Spec", "TypeNotFoundError", "AmbiguousTypeError", "load_spec", "load_kernel_spec",

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Mutation fuzzer for opening BPF ELF objects.
+"""Mutation fuzzers for what the library reads: ELF objects, BTF, kernel types.
 
-Takes seed objects (the built fixtures and cilium/ebpf's test objects), makes
-deterministically mutated copies (a few flipped bytes, or a truncation) and
-opens every copy in a child process, so that a segfault inside libbpf shows up
-as a dead child rather than a dead fuzzer.
+Takes seed inputs (the built fixtures, cilium/ebpf's test objects, libxdp's
+objects and the BPF objects embedded in Debian's libbpf-tools executables),
+makes deterministically mutated copies (a few flipped bytes, an edge value
+in an aligned word, or a truncation) and hands every copy to a child
+process, so that a segfault inside libbpf shows up as a dead child rather
+than a dead fuzzer.
 
 Modes:
 
@@ -14,19 +16,41 @@ Modes:
     crashes on broken input.  It is the one place outside ``ebpf/_libbpf.py``
     allowed to touch ``ctypes.CDLL``, because the point is to bypass the
     library.
-``lib``
+``lib`` (also ``elf``)
     ``ebpf.load_collection_spec(data)``, which validates first.  Must never
-    crash or hang; every failure must be an ``ebpf.errors.EBPFError``.  Until
-    the library has ``load_collection_spec`` this is emulated as
-    ``_validate.check_object`` followed by the raw open.
+    crash or hang; every failure must be an ``ebpf.errors.EBPFError``.
+``btf``
+    The pure-Python BTF package on mutated raw BTF: ``Spec.from_raw`` (the
+    validator), then for what it accepts ``format_c()`` and every type's
+    ``repr``/``str``/``walk``/``sizeof``/``alignof``/codec; for what it
+    refuses, the same through a lazily checked spec (``validate=False``, as
+    the kernel's own BTF is read), which may only fail with ``BTFError``.
+``ktypes``
+    Kernel types: a mutated BTF file (raw, or an ELF object) checked with
+    ``ebpf.btf.load_spec`` (what the loader calls on ``kernel_types``) and,
+    when accepted, handed to ``ebpf.Collection(spec, kernel_types=path)``
+    for a CO-RE program: libbpf parses it and relocates against it.  Needs
+    root and a kernel.
+``ktypes-raw``
+    The same without the check: how often libbpf crashes on such files.
+
+Statuses: ``ok`` (accepted), ``rej`` (refused with a typed error before
+libbpf saw it), ``fail`` (refused with a typed error by libbpf or the
+kernel), ``bad`` (an exception that is not an ``EBPFError``: a bug),
+``crash`` (the child died), ``hang`` (no answer in ``TIMEOUT`` seconds,
+twice: a slow answer on a busy machine is retried once in a fresh child
+with a longer limit and then counted as ``slow``).
 
 Usage::
 
     scripts/fuzz.py --mode raw --seed 1 --count 20000 --save /tmp/crashers
-    scripts/fuzz.py --mode lib --seed 1 --count 200000 --jobs 2
+    nice -n 19 scripts/fuzz.py --mode lib --seed 1 --count 50000 --start 0 --jobs 2
+    scripts/fuzz.py --mode btf --seed 1 --count 100000
+    scripts/fuzz.py --mode ktypes --seed 1 --count 10000
 
-The mutation for input ``i`` depends only on ``(seed, i)`` and the seed set,
-so any reported input can be regenerated with ``--only i``.
+The mutation for input ``i`` depends only on ``(mode, seed, i)`` and the
+seed set, so any reported input can be regenerated with ``--only i``, and a
+long campaign can run in chunks (``--start``).
 """
 
 from __future__ import annotations
@@ -48,23 +72,142 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CILIUM = Path("/usr/share/gocode/src/github.com/cilium/ebpf")
+LIBBPF_TOOLS_LIST = Path("/var/lib/dpkg/info/libbpf-tools.list")
+LIBXDP_OBJECTS = "/usr/lib/*/bpf/*.o"
 
-# Per-input time limit; libbpf takes milliseconds on these objects, so
-# anything near this is a hang.
-TIMEOUT = 20.0
+# An input that takes longer than this is a hang (after one retry).
+TIMEOUT = 5.0
+CONFIRM_TIMEOUT = 30.0
 # Keep a runaway allocation in a child from taking the machine down.
 CHILD_ADDRESS_SPACE = 4 << 30
 
+MODES = ("raw", "lib", "btf", "ktypes", "ktypes-raw")
+EM_BPF = 247
+
+
+# -- seeds -------------------------------------------------------------------
+
 
 def seed_paths() -> List[Path]:
-    """Every seed object, sorted so that input numbering is stable."""
+    """Every seed object file, sorted so that input numbering is stable."""
     pats = [
         str(ROOT / "fixtures" / "build" / "*.o"),
         str(CILIUM / "testdata" / "*.elf"),
         str(CILIUM / "btf" / "testdata" / "*.elf"),
+        LIBXDP_OBJECTS,
     ]
-    paths = sorted({Path(p) for pat in pats for p in glob.glob(pat)})
-    return paths
+    return sorted({Path(p) for pat in pats for p in glob.glob(pat)})
+
+
+def embedded_bpf_objects(data: bytes) -> List[bytes]:
+    """The BPF ELF objects inside an executable (libbpf skeletons embed them
+    whole): every 64-bit ELF header for EM_BPF whose section table ends
+    inside the file."""
+    out = []
+    p = data.find(b"\x7fELF\x02", 1)
+    while p >= 0:
+        hdr = data[p: p + 64]
+        if len(hdr) == 64 and hdr[5] in (1, 2):
+            e = "<" if hdr[5] == 1 else ">"
+            if struct.unpack_from(e + "H", hdr, 18)[0] == EM_BPF:
+                shoff = struct.unpack_from(e + "Q", hdr, 40)[0]
+                shentsize, shnum = struct.unpack_from(e + "HH", hdr, 58)
+                end = shoff + shentsize * shnum
+                if 64 <= end <= len(data) - p:
+                    out.append(data[p: p + end])
+        p = data.find(b"\x7fELF\x02", p + 1)
+    return out
+
+
+def libbpf_tools_objects() -> List[Tuple[str, bytes]]:
+    """(name, object) for each BPF object embedded in libbpf-tools' programs."""
+    try:
+        listed = LIBBPF_TOOLS_LIST.read_text().split()
+    except OSError:
+        return []
+    out = []
+    for path in sorted(p for p in listed if p.startswith("/usr/sbin/")):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        for n, obj in enumerate(embedded_bpf_objects(data)):
+            out.append((f"{os.path.basename(path)}.{n}.bpf.o", obj))
+    return out
+
+
+_CORPUS: Optional[List[Tuple[str, bytes]]] = None
+
+
+def corpus() -> List[Tuple[str, bytes]]:
+    """Every real object we can get: (name, bytes), in a stable order."""
+    global _CORPUS
+    if _CORPUS is None:
+        found = [(p.name, p.read_bytes()) for p in seed_paths()]
+        found += libbpf_tools_objects()
+        _CORPUS = found
+    return list(_CORPUS)
+
+
+def btf_seeds() -> List[Tuple[str, bytes]]:
+    """Raw BTF of every corpus object (data sections fixed up), deduplicated."""
+    sys.path.insert(0, str(ROOT))
+    from ebpf import btf
+
+    out = []
+    seen = set()
+    for name, data in corpus():
+        try:
+            raw = btf.load_spec(data).raw
+        except btf.BTFError:
+            continue
+        digest = hashlib.sha1(raw).digest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append((name, raw))
+    return out
+
+
+# The CO-RE object (one raw_tp program) the kernel-types modes relocate.
+KTYPES_OBJECT = ROOT / "fixtures" / "build" / "core_read.o"
+
+
+def tiny_task_struct_btf() -> bytes:
+    """Raw BTF with ``int`` and ``struct task_struct { int pid; int tgid; }``."""
+    strings = b"\0int\0task_struct\0pid\0tgid\0"
+    types = struct.pack("<IIII", 1, 1 << 24, 4, (1 << 24) | 32)
+    types += struct.pack("<III", 5, (4 << 24) | 2, 8)
+    types += struct.pack("<III", 17, 1, 0) + struct.pack("<III", 21, 1, 32)
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+def ktypes_seeds() -> List[Tuple[str, bytes]]:
+    """Kernel-types files for the CO-RE program: its own BTF (raw and as the
+    ELF object itself) and a minimal hand-written one."""
+    if not KTYPES_OBJECT.exists():
+        return []
+    sys.path.insert(0, str(ROOT))
+    from ebpf import btf
+
+    obj = KTYPES_OBJECT.read_bytes()
+    return [
+        ("core_read.btf", btf.load_spec(obj).raw),
+        ("core_read.o", obj),
+        ("task_struct.btf", tiny_task_struct_btf()),
+    ]
+
+
+def seeds_for(mode: str) -> List[Tuple[str, bytes]]:
+    if mode in ("raw", "lib"):
+        return corpus()
+    if mode == "btf":
+        return btf_seeds()
+    return ktypes_seeds()
+
+
+# -- mutation ----------------------------------------------------------------
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -99,7 +242,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
-def make_input(seeds: Sequence[Tuple[str, bytes]], seed: int, i: int) -> Tuple[str, bytes]:
+def make_input(seeds: Sequence[Tuple[str, bytes]], seed: object, i: int) -> Tuple[str, bytes]:
     """Input number ``i`` of run ``seed``: (seed object name, mutated bytes)."""
     rng = random.Random(f"{seed}:{i}")
     name, data = seeds[rng.randrange(len(seeds))]
@@ -120,13 +263,9 @@ def _read_exact(f, n: int) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-def child_main(mode: str) -> None:
-    """Open each length-prefixed input from stdin; one result line per input."""
+def _raw_libbpf():
     import ctypes
-    import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
-    sys.path.insert(0, str(ROOT))
     lib = ctypes.CDLL("libbpf.so.1")
     lib.bpf_object__open_mem.restype = ctypes.c_void_p
     lib.bpf_object__open_mem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
@@ -146,48 +285,128 @@ def child_main(mode: str) -> None:
         lib.bpf_object__close(obj)
         return "ok"
 
-    load = None
-    check = None
-    EBPFError: type = Exception
-    if mode == "lib":
-        import logging
+    return raw_open
 
-        logging.disable(logging.CRITICAL)
-        import ebpf
-        from ebpf.errors import EBPFError as _E
 
-        EBPFError = _E
-        load = getattr(ebpf, "load_collection_spec", None)
-        if load is None:
-            from ebpf._validate import check_object as check
+def exercise_btf(data: bytes) -> str:
+    """Everything a user can do with parsed BTF; raises on a bug."""
+    from ebpf import btf
+
+    try:
+        spec = btf.Spec.from_raw(data)
+    except btf.BTFError:
+        # Refused.  The lazy path (used for the kernel's own BTF) must fail
+        # cleanly too when it fails.
+        try:
+            lazy = btf.Spec.from_raw(data, validate=False)
+            _touch(lazy, decode=False)
+        except btf.BTFError:
+            pass
+        return "rej"
+    _touch(spec, decode=True)
+    return "ok"
+
+
+def _touch(spec, decode: bool) -> None:
+    from ebpf import btf
+
+    spec.format_c()
+    for t in spec:
+        repr(t)
+        str(t)
+        for _ in btf.walk(t):
+            pass
+        try:
+            size = btf.sizeof(t)
+            btf.alignof(t)
+        except TypeError:  # documented: kinds without a size or alignment
+            continue
+        try:
+            codec = btf.codec_for(t)
+        except TypeError:  # documented: no codec for this kind
+            continue
+        if decode and size <= 1 << 16:
+            value = codec.decode(bytes(size))
+            codec.encode(value)
+
+
+def child_main(mode: str) -> None:
+    """Handle each length-prefixed input from stdin; one result line per
+    input: ``status peak_rss_kb detail``."""
+    import resource
+    import tempfile
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
+    sys.path.insert(0, str(ROOT))
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    raw_open = _raw_libbpf() if mode == "raw" else None
+    import ebpf
+    from ebpf import btf
+    from ebpf.errors import EBPFError
+
+    ktypes_spec = None
+    tmpdir = None
+    if mode in ("ktypes", "ktypes-raw"):
+        ktypes_spec = ebpf.load_collection_spec(KTYPES_OBJECT)
+        tmpdir = tempfile.mkdtemp(prefix="ebpf-fuzz-")
+
+    def one(data: bytes) -> str:
+        if mode == "raw":
+            assert raw_open is not None
+            return raw_open(data)
+        if mode == "lib":
+            ebpf.load_collection_spec(data)
+            return "ok"
+        if mode == "btf":
+            return exercise_btf(data)
+        assert tmpdir is not None and ktypes_spec is not None
+        path = os.path.join(tmpdir, "kernel_types")
+        with open(path, "wb") as f:
+            f.write(data)
+        if mode == "ktypes":
+            try:
+                btf.load_spec(path)
+            except EBPFError as e:
+                return "rej " + _line(e)
+        try:
+            coll = ebpf.Collection(ktypes_spec, kernel_types=path)
+        except EBPFError as e:
+            return "fail " + _line(e)
+        coll.close()
+        return "ok"
 
     stdin = sys.stdin.buffer
     stdout = sys.stdout
-    while True:
-        head = _read_exact(stdin, 4)
-        if head is None:
-            return
-        (n,) = struct.unpack("<I", head)
-        data = _read_exact(stdin, n)
-        if data is None:
-            return
-        if mode == "raw":
-            result = raw_open(data)
-        else:
+    try:
+        while True:
+            head = _read_exact(stdin, 4)
+            if head is None:
+                return
+            (n,) = struct.unpack("<I", head)
+            data = _read_exact(stdin, n)
+            if data is None:
+                return
             try:
-                if load is not None:
-                    load(data)
-                    result = "ok"
-                else:
-                    assert check is not None
-                    check(data)
-                    result = raw_open(data)
+                result = one(data)
             except EBPFError as e:
-                result = "rej " + f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+                result = "rej " + _line(e)
             except BaseException as e:  # noqa: BLE001 - any other type is the bug we hunt
-                result = "bad " + f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-        stdout.write(result + "\n")
-        stdout.flush()
+                result = "bad " + _line(e)
+            status, _, detail = result.partition(" ")
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            stdout.write(f"{status} {rss} {detail}\n")
+            stdout.flush()
+    finally:
+        if tmpdir is not None:
+            for name in os.listdir(tmpdir):
+                os.unlink(os.path.join(tmpdir, name))
+            os.rmdir(tmpdir)
+
+
+def _line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
 
 
 # -- parent side -----------------------------------------------------------
@@ -197,8 +416,11 @@ class Child:
     """One worker process, restarted after it dies."""
 
     def __init__(self, mode: str) -> None:
+        if mode == "elf":
+            mode = "lib"
         self.mode = mode
         self.proc: Optional[subprocess.Popen] = None
+        self.peak_rss_kb = 0
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -208,8 +430,19 @@ class Child:
             stderr=subprocess.DEVNULL,
         )
 
-    def run(self, data: bytes) -> Tuple[str, str]:
-        """(status, detail): status is ok/fail/rej/bad/crash/hang."""
+    def run(self, data: bytes, timeout: Optional[float] = None) -> Tuple[str, str]:
+        """(status, detail): status is ok/fail/rej/bad/crash/hang/slow."""
+        status, detail = self._once(data, TIMEOUT if timeout is None else timeout)
+        if status == "hang" and timeout is None:
+            # Busy machine or a real hang: once more, alone, with time to spare.
+            t0 = time.monotonic()
+            status, detail = self._once(data, CONFIRM_TIMEOUT)
+            took = time.monotonic() - t0
+            if status != "hang":
+                return "slow", f"{took:.1f}s on retry ({status} {detail})"
+        return status, detail
+
+    def _once(self, data: bytes, timeout: float) -> Tuple[str, str]:
         if self.proc is None:
             self.start()
         proc = self.proc
@@ -219,16 +452,18 @@ class Child:
             proc.stdin.flush()
         except BrokenPipeError:
             return self._dead()
-        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
         if not ready:
             proc.kill()
             proc.wait()
             self.proc = None
-            return "hang", f"no answer in {TIMEOUT}s"
+            return "hang", f"no answer in {timeout:.0f}s"
         line = proc.stdout.readline().decode(errors="replace").rstrip("\n")
         if not line:
             return self._dead()
-        status, _, detail = line.partition(" ")
+        status, _, rest = line.partition(" ")
+        rss, _, detail = rest.partition(" ")
+        self.peak_rss_kb = max(self.peak_rss_kb, int(rss or 0))
         return status, detail
 
     def _dead(self) -> Tuple[str, str]:
@@ -250,6 +485,8 @@ class Stats:
     inputs: int = 0
     counts: Dict[str, int] = field(default_factory=dict)
     failures: List[Tuple[int, str, str, str]] = field(default_factory=list)
+    peak_rss_kb: int = 0
+    slowest: float = 0.0
 
 
 def run(
@@ -263,9 +500,14 @@ def run(
     progress: bool = True,
 ) -> Stats:
     """Fuzz ``count`` inputs in ``jobs`` parallel children; return the tallies."""
-    seeds = [(p.name, p.read_bytes()) for p in seed_paths()]
+    if mode == "elf":
+        mode = "lib"
+    seeds = seeds_for(mode)
     if not seeds:
-        raise SystemExit("no seed objects found (run scripts/build_fixtures.sh)")
+        raise SystemExit(f"no seeds for mode {mode} (run scripts/build_fixtures.sh)")
+    # Each mode draws its own inputs: the same (seed, i) in two modes must
+    # not be the same mutation of differently ordered seed lists.
+    run_seed = seed if mode in ("raw", "lib") else f"{mode}:{seed}"
     stats = Stats()
     lock = threading.Lock()
     indices = [only] if only is not None else list(range(start, start + count))
@@ -281,11 +523,15 @@ def run(
                         return
                     i = indices[next_pos[0]]
                     next_pos[0] += 1
-                name, data = make_input(seeds, seed, i)
+                name, data = make_input(seeds, run_seed, i)
+                t_in = time.monotonic()
                 status, detail = child.run(data)
+                took = time.monotonic() - t_in
                 with lock:
                     stats.inputs += 1
                     stats.counts[status] = stats.counts.get(status, 0) + 1
+                    stats.peak_rss_kb = max(stats.peak_rss_kb, child.peak_rss_kb)
+                    stats.slowest = max(stats.slowest, took)
                     if status in ("crash", "hang", "bad"):
                         stats.failures.append((i, name, status, detail))
                         if save is not None:
@@ -308,8 +554,8 @@ def run(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--child", choices=("raw", "lib"), help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=("raw", "lib", "both"), default="lib")
+    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=MODES + ("elf", "both"), default="lib")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--start", type=int, default=0, help="first input number")
@@ -329,14 +575,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         took = time.monotonic() - t0
         c = stats.counts
         crashes = c.get("crash", 0) + c.get("hang", 0)
-        print(f"mode {mode}: {stats.inputs} inputs in {took:.1f}s ({stats.inputs / took:.0f}/s)")
-        if mode == "raw":
-            print(f"  crashes/hangs in raw libbpf: {crashes} ({100.0 * crashes / max(1, stats.inputs):.3f}%)")
-            print(f"  opened: {c.get('ok', 0)}, refused by libbpf: {c.get('fail', 0)}")
-        else:
-            print(f"  rejected by validator/library: {c.get('rej', 0)}")
-            print(f"  opened: {c.get('ok', 0)}, refused by libbpf after validation: {c.get('fail', 0)}")
-            print(f"  crashes/hangs in lib mode: {crashes}, untyped exceptions: {c.get('bad', 0)}")
+        print(f"mode {mode}: {stats.inputs} inputs (#{args.start}..) in {took:.1f}s "
+              f"({stats.inputs / took:.0f}/s), counts {dict(sorted(c.items()))}")
+        print(f"  crashes {c.get('crash', 0)}, hangs over {TIMEOUT:.0f}s {c.get('hang', 0)}, "
+              f"untyped exceptions {c.get('bad', 0)}, slow {c.get('slow', 0)}, "
+              f"slowest input {stats.slowest:.2f}s, peak child RSS {stats.peak_rss_kb / 1024:.0f} MiB")
+        if mode not in ("raw", "ktypes-raw"):
             bad += crashes + c.get("bad", 0)
         for i, name, status, detail in stats.failures[:50]:
             print(f"  #{i} ({name}): {status} {detail}")

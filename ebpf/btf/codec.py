@@ -48,23 +48,22 @@ __all__ = ["Codec", "codec_for", "StructValue", "bind_class", "fields", "value_s
 
 _MAX_DEPTH = 64
 _lock = threading.RLock()
-_cache: Dict[int, Tuple[T.Type, "Codec"]] = {}
-# Classes bound to types by bind_class (id -> (type, class)); like _cache,
-# it holds the type, so an id is never reused while its entry lives.
+# Classes bound to types by bind_class (id -> (type, class)); it holds the
+# type, so an id is never reused while its entry lives.
 _bound: Dict[int, Tuple[T.Type, type]] = {}
 
 
 def codec_for(t: T.Type) -> "Codec":
-    """The codec for values of type ``t`` (cached: one per type object)."""
-    hit = _cache.get(id(t))
-    if hit is not None and hit[0] is t:
-        return hit[1]
+    """The codec for values of type ``t`` (cached on the type object, so it
+    lives exactly as long as the type)."""
+    c = t._codec
+    if c is not None:
+        return c
     with _lock:
-        hit = _cache.get(id(t))
-        if hit is not None and hit[0] is t:
-            return hit[1]
-        c = Codec(t)
-        _cache[id(t)] = (t, c)
+        c = t._codec
+        if c is None:
+            c = Codec(t)
+            t._codec = c
         return c
 
 
@@ -103,8 +102,7 @@ def bind_class(t: T.Type, cls: type) -> None:
             if hit[1] is cls:
                 return
             raise ValueError(f"{real.kind} {real.name or '(anonymous)'} is already bound to {hit[1].__name__}")
-        built = _cache.get(id(real))
-        if built is not None and built[0] is real:
+        if real._codec is not None:
             raise ValueError(f"{real.kind} {real.name or '(anonymous)'} already has a codec: bind before first use")
         _bound[id(real)] = (real, cls)
 
@@ -275,6 +273,15 @@ _INT_FMT = {(1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 
 
+def _check_scalar(t: T.Type) -> None:
+    # Validated BTF has only these sizes; types built by hand or read
+    # without validation may not.
+    if isinstance(t, T.Int) and (t.size not in (1, 2, 4, 8, 16) or not 0 < t.bits + t.offset <= t.size * 8):
+        raise BTFError(f"no codec for a {t.size}-byte int of {t.bits} bits at bit {t.offset}")
+    if isinstance(t, T.Enum) and t.size not in (1, 2, 4, 8):
+        raise BTFError(f"no codec for a {t.size}-byte enum")
+
+
 def _cstr(b: bytes) -> bytes:
     n = b.find(b"\0")
     return b if n < 0 else b[:n]
@@ -389,6 +396,7 @@ class _Gen:
         if depth > _MAX_DEPTH:
             raise BTFError("type nesting too deep for a codec")
         t = T.underlying(t)
+        _check_scalar(t)
         if isinstance(t, T.Int):
             if t.bits != t.size * 8 or t.offset:
                 return self.bits(t, off * 8 + t.offset, t.bits, 0)
@@ -671,6 +679,7 @@ def _make_writer(codec: Codec, t: T.Type, tname: str, depth: int) -> Writer:
             fn(buf, off, value, path)
         return write
 
+    _check_scalar(t)
     if isinstance(t, (T.Int, T.Enum, T.Pointer)):
         if isinstance(t, T.Pointer):
             signed, nbytes, is_bool = False, 8, False

@@ -57,6 +57,21 @@ class _Namer:
 class _Writer:
     def __init__(self, namer: Optional[_Namer] = None) -> None:
         self.namer = namer
+        # Alignments of composites, shared by every body this writer prints,
+        # so that a header costs time linear in its members.
+        self.layouts: dict = {}
+
+    def align(self, t: T.Type) -> Optional[int]:
+        try:
+            return T._alignment(t, self.layouts)
+        except (TypeError, BTFError):
+            return None
+
+    def packed(self, t: T.Type) -> bool:
+        try:
+            return T.composite_layout(t, self.layouts)[1]
+        except BTFError:
+            return False
 
     def _name(self, t: T.Type) -> str:
         return self.namer.name(t) if self.namer is not None else t.name
@@ -126,7 +141,9 @@ class _Writer:
         for n, p in enumerate(proto.params):
             pt = p.type
             if isinstance(pt, T.Void) and n == len(proto.params) - 1:
-                parts.append("...")
+                # A lone void parameter is "(void)", as libbpf prints it: C
+                # has no "(...)" without a named parameter before it.
+                parts.append("..." if n else "void")
             else:
                 parts.append(self.decl(pt, p.name, depth + 1))
         return ", ".join(parts) if parts else "void"
@@ -141,14 +158,20 @@ class _Writer:
             if not t.values:
                 return head + "{}"
             lines = [f"{ind}\t{self._enumerator(v.name)} = {_literal(v.value)}," for v in t.values]
-            return head + "{\n" + "\n".join(lines) + "\n" + ind + "}"
+            return head + "{\n" + "\n".join(lines) + "\n" + ind + "}" + _enum_size_attribute(t)
         assert isinstance(t, (T.Struct, T.Union))
         lines: List[str] = []
         pos = 0
         is_struct = isinstance(t, T.Struct)
+        pad = _Padding(t, ind)
+        packed = is_struct and self.packed(t)
         for m in t.members:
             if is_struct:
-                lines.extend(_padding(pos, m, ind))
+                # In a packed struct the compiler aligns nothing: every gap
+                # is explicit.
+                natural = -(-pos // 8) * 8 if packed and not m.bitfield_size else self._natural_next(pos, m)
+                if m.offset > natural:
+                    lines.extend(pad.fill(pos, m.offset))
             d = self.decl(m.type, m.name, depth)
             if m.bitfield_size:
                 d += f": {m.bitfield_size}"
@@ -156,13 +179,48 @@ class _Writer:
             if is_struct:
                 pos = m.offset + (m.bitfield_size or _bits_of(m.type))
         if is_struct:
-            try:
-                align = T.alignof(t)
-            except (TypeError, BTFError):
-                align = 1
-            lines.extend(_trailing(pos, t.size * 8, align, ind))
-        packed = " __attribute__((packed))" if _is_packed(t) else ""
-        return head + "{\n" + "\n".join(lines) + "\n" + ind + "}" + packed
+            align = self.align(t) or 1
+            # Tail padding the compiler adds by itself (up to the alignment)
+            # stays implicit; more than that (e.g. from an aligned
+            # attribute) is spelled out.
+            natural_end = (pos + align * 8 - 1) // (align * 8) * (align * 8)
+            if t.size * 8 > natural_end:
+                lines.extend(pad.fill(pos, t.size * 8))
+        else:
+            # A union is as large as its largest member: one more member
+            # gives it a size its members do not (members dropped, an
+            # aligned attribute).
+            align = self.align(t) or 1
+            widest = max([m.offset + (m.bitfield_size or _bits_of(m.type)) for m in t.members] or [0])
+            natural_end = -(-widest // (align * 8)) * align * 8
+            if t.size * 8 > natural_end:
+                lines.append(f"{ind}\tchar {pad.name(0)}[{t.size}];")
+        attr = " __attribute__((packed))" if self.packed(t) else ""
+        return head + "{\n" + "\n".join(lines) + "\n" + ind + "}" + attr
+
+    def _natural_next(self, pos: int, m: T.Member) -> int:
+        if m.bitfield_size:
+            return pos
+        a = self.align(m.type)
+        if a is None:
+            return pos
+        return (pos + a * 8 - 1) // (a * 8) * (a * 8)
+
+
+def _enum_size_attribute(t: T.Enum) -> str:
+    """What makes a C compiler give the enum its BTF size (as libbpf does).
+
+    C sizes an enum by its values: int unless one does not fit.  Clang 14
+    and older record 8-byte enums as BTF ENUM with truncated values, and a
+    1- or 2-byte enum comes from a packed or mode attribute.
+    """
+    if t.size == 1:
+        return " __attribute__((packed))"
+    if t.size == 2:
+        return " __attribute__((mode(HI)))"
+    if t.size == 8 and all(-(1 << 31) <= v.value < (1 << 32) for v in t.values):
+        return " __attribute__((mode(word)))"
+    return ""
 
 
 def _literal(v: int) -> str:
@@ -176,58 +234,49 @@ def _bits_of(t: T.Type) -> int:
         return 0
 
 
-def _natural_next(pos: int, m: T.Member) -> int:
-    if m.bitfield_size:
-        return pos
-    try:
-        a = T.alignof(m.type) * 8
-    except (TypeError, BTFError):
-        return pos
-    return (pos + a - 1) // a * a
+# Gaps up to this many bits are filled with bpftool's anonymous ``long: N``
+# bitfields, one per 64 bits; longer ones with one char array, so that the
+# output grows with the number of members, not with the size in bytes.
+_MAX_BITFIELD_PADDING = 8 * 64
 
 
-def _pad_bits(start: int, end: int, ind: str) -> List[str]:
-    """Anonymous bitfields covering bits [start, end), as bpftool emits them."""
-    out = []
-    while start < end:
-        n = min(end - start, 64 - start % 64)
-        out.append(f"{ind}\tlong: {n};")
-        start += n
-    return out
+class _Padding:
+    """Explicit padding members for one struct body."""
 
+    def __init__(self, t: T.Type, ind: str) -> None:
+        assert isinstance(t, (T.Struct, T.Union))
+        self.t = t
+        self.ind = ind
+        self.taken: Optional[Set[str]] = None
 
-def _padding(pos: int, m: T.Member, ind: str) -> List[str]:
-    natural = _natural_next(pos, m)
-    if m.offset > natural:
-        return _pad_bits(pos, m.offset, ind)
-    return []
+    def fill(self, start: int, end: int) -> List[str]:
+        """Members covering bits [start, end)."""
+        if end - start <= _MAX_BITFIELD_PADDING:
+            return self._bits(start, end)
+        first = -(-start // 64) * 64  # the next 64-bit boundary
+        last = end // 64 * 64
+        out = self._bits(start, first)
+        out.append(f"{self.ind}\tchar {self.name(first // 8)}[{(last - first) // 8}];")
+        out.extend(self._bits(last, end))
+        return out
 
+    def _bits(self, start: int, end: int) -> List[str]:
+        """Anonymous bitfields covering bits [start, end), as bpftool emits them."""
+        out = []
+        while start < end:
+            n = min(end - start, 64 - start % 64)
+            out.append(f"{self.ind}\tlong: {n};")
+            start += n
+        return out
 
-def _trailing(pos: int, size_bits: int, align: int, ind: str) -> List[str]:
-    # Tail padding the compiler adds by itself (up to the alignment) stays
-    # implicit; more than that (e.g. from an aligned attribute) is spelled out.
-    natural_end = (pos + align * 8 - 1) // (align * 8) * (align * 8)
-    return _pad_bits(pos, size_bits, ind) if size_bits > natural_end else []
-
-
-def _is_packed(t: T.Type) -> bool:
-    assert isinstance(t, (T.Struct, T.Union))
-    try:
-        align = T.alignof(t)
-    except (TypeError, BTFError):
-        return False
-    if t.size % align:
-        return True
-    for m in t.members:
-        if m.bitfield_size:
-            continue
-        try:
-            ma = T.alignof(m.type)
-        except (TypeError, BTFError):
-            continue
-        if m.offset % (ma * 8):
-            return True
-    return False
+    def name(self, byte_offset: int) -> str:
+        if self.taken is None:
+            self.taken = {m.name for m in self.t.members}
+        name = f"__pad_{byte_offset}"
+        while name in self.taken:
+            name = "_" + name
+        self.taken.add(name)
+        return name
 
 
 def declarator(t: T.Type, name: str = "") -> str:
@@ -267,6 +316,7 @@ class _Emitter:
         self.out: List[str] = []
         self.state: Dict[int, str] = {}  # id(t) -> "visiting" | "defined"
         self.declared: Set[int] = set()
+        self.defined: List[T.Type] = []
 
     def require(self, t: T.Type, complete: bool, depth: int = 0) -> None:
         for _ in range(T.qualifier_chain_limit):
@@ -329,6 +379,7 @@ class _Emitter:
         self.namer.name(t)
         self.out.append(self.w.body(t, 0) + ";\n")
         self.state[key] = "defined"
+        self.defined.append(t)
 
     def define_typedef(self, t: T.Typedef) -> None:
         key = id(t)
@@ -338,14 +389,60 @@ class _Emitter:
         self.require(t.type, False)
         self.out.append("typedef " + self.w.decl(t.type, self.namer.name(t)) + ";\n")
         self.state[key] = "defined"
+        self.defined.append(t)
+
+    def layout_asserts(self) -> List[str]:
+        """``_Static_assert`` lines for what was defined (see :func:`format_spec`)."""
+        out: List[str] = []
+        for t in self.defined:
+            if isinstance(t, T.Enum):
+                continue
+            cname = f"{_tag(t)} {self.namer.name(t)}" if not isinstance(t, T.Typedef) else self.namer.name(t)
+            if isinstance(t, T.Typedef):
+                try:
+                    target = T.underlying(t)
+                    if isinstance(target, (T.Fwd, T.FuncProto, T.Void)) or (
+                            isinstance(target, (T.Struct, T.Union)) and target.name):
+                        continue  # incomplete, not an object, or asserted under its tag
+                    size = T.sizeof(t)
+                except (TypeError, BTFError):
+                    continue
+            else:
+                size = t.size
+            out.append(f'_Static_assert(sizeof({cname}) == {size}, "size of {cname}");')
+            target = T.underlying(t)
+            if not isinstance(target, (T.Struct, T.Union)):
+                continue
+            stack = [(target, "", 0)]
+            while stack:
+                cur, prefix, base = stack.pop()
+                assert isinstance(cur, (T.Struct, T.Union))
+                for m in cur.members:
+                    if m.bitfield_size:
+                        continue
+                    off = base + m.offset
+                    path = prefix + m.name
+                    if m.name and off % 8 == 0:
+                        out.append(f'_Static_assert(__builtin_offsetof({cname}, {path}) == {off // 8}, '
+                                   f'"offset of {path} in {cname}");')
+                    inner = T.underlying(m.type)
+                    if isinstance(inner, (T.Struct, T.Union)) and not inner.name:
+                        stack.append((inner, path + "." if m.name else prefix, off))
+        return out
 
 
 # Compiler built-ins that BTF records but C must not redefine.
 _SKIPPED = frozenset({"__builtin_va_list"})
 
 
-def format_spec(spec) -> str:
-    """A compilable C header with every named type of ``spec``."""
+def format_spec(spec, *, layout_asserts: bool = False) -> str:
+    """A compilable C header with every named type of ``spec``.
+
+    With ``layout_asserts`` the header ends with a ``_Static_assert`` on the
+    size of every struct, union and typedef it defines and on the offset of
+    every byte-aligned member, taken from the BTF: compiling it proves that
+    the C declarations lay out memory as the BTF says.
+    """
     e = _Emitter()
     for t in spec:
         if not t.name or t.name in _SKIPPED:
@@ -358,9 +455,12 @@ def format_spec(spec) -> str:
             e.forward(t)
     guard = "__BTF_FORMAT_C__"
     head = f"#ifndef {guard}\n#define {guard}\n\n"
-    return head + "\n".join(e.out) + f"\n#endif /* {guard} */\n"
+    tail = ""
+    if layout_asserts:
+        tail = "\n" + "".join(line + "\n" for line in e.layout_asserts())
+    return head + "\n".join(e.out) + tail + f"\n#endif /* {guard} */\n"
 
 
-def format_c(spec) -> str:
+def format_c(spec, *, layout_asserts: bool = False) -> str:
     """Alias of :func:`format_spec` (``spec.format_c()``)."""
-    return format_spec(spec)
+    return format_spec(spec, layout_asserts=layout_asserts)

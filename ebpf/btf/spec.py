@@ -224,11 +224,15 @@ class Spec:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self._ids_by_name(name))
 
-    def format_c(self) -> str:
-        """A C header with every named type, like ``bpftool btf dump file X format c``."""
+    def format_c(self, *, layout_asserts: bool = False) -> str:
+        """A C header with every named type, like ``bpftool btf dump file X format c``.
+
+        ``layout_asserts`` appends a ``_Static_assert`` on every struct's,
+        union's and typedef's size and every member's offset (see
+        :func:`ebpf.btf.format.format_spec`)."""
         from .format import format_spec
 
-        return format_spec(self)
+        return format_spec(self, layout_asserts=layout_asserts)
 
     # -- decoding ---------------------------------------------------------
 
@@ -369,7 +373,7 @@ def _fixup_datasecs(btf: bytes, elf) -> bytes:
             for sym in elf.symbols:
                 if sym.name:
                     symbols.setdefault((sym.shndx, sym.name), sym.value)
-        patches[off + 2] = section.size
+        patches[off + 2] = _u32(section.size, f"section {name} of {section.size} bytes")
         for i in range(info & 0xFFFF):
             item = off + 3 + 3 * i
             var_id = raw.words[item]
@@ -377,7 +381,7 @@ def _fixup_datasecs(btf: bytes, elf) -> bytes:
                 var_name = raw.string(raw.name_offset_of(var_id))
                 value = symbols.get((section.index, var_name))
                 if value is not None:
-                    patches[item + 1] = value
+                    patches[item + 1] = _u32(value, f"variable {var_name} at offset {value} of {name}")
     if not patches:
         return btf
     out = bytearray(btf)
@@ -386,6 +390,13 @@ def _fixup_datasecs(btf: bytes, elf) -> bytes:
     for word, value in patches.items():
         struct.pack_into(fmt, out, hdr_len + type_off + 4 * word, value)
     return bytes(out)
+
+
+def _u32(value: int, what: str) -> int:
+    # BTF sizes and offsets are 32 bits wide; an ELF's are 64.
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise BTFError(f"{what}: does not fit in BTF's 32-bit sizes and offsets")
+    return value
 
 
 def load_spec(path_or_bytes: _U[str, "os.PathLike[str]", bytes, bytearray, memoryview],

@@ -12,7 +12,7 @@ computed iteratively with a set of pairs assumed equal, so cycles terminate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple, Union as _U
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union as _U
 
 from .parse import BTFError
 
@@ -63,13 +63,14 @@ class FwdKind:
 class Type:
     """Base of every BTF type.  ``id`` is 0 for types not from a Spec."""
 
-    __slots__ = ("id", "name", "_spec")
+    __slots__ = ("id", "name", "_spec", "_codec")
     kind: str = "unknown"
 
     def __init__(self, name: str = "", *, id: int = 0) -> None:
         self.id = id
         self.name = name
         self._spec: Optional["Spec"] = None
+        self._codec: Any = None  # ebpf.btf.codec's cache
 
     def _ref(self, value: TypeRef) -> "Type":
         if isinstance(value, int):
@@ -619,38 +620,83 @@ def sizeof(t: Type) -> int:
 
 
 def alignof(t: Type) -> int:
-    """Natural alignment in bytes (the largest member alignment for composites)."""
-    t = underlying(t)
+    """Alignment in bytes, as libbpf's ``btf__align_of`` computes it.
+
+    Scalars align to their size (at most 16), pointers to 8, arrays to their
+    element; a struct or union to its largest member's alignment, or to 1
+    when it is packed (a member off its natural alignment, or a size that is
+    not a multiple of the alignment).
+    """
+    return _alignment(t, {})
+
+
+def _alignment(t: Type, memo: dict) -> int:
+    t = _element(t)
     if isinstance(t, (Int, Enum, Float)):
         return max(1, min(t.size, 16))
     if isinstance(t, Pointer):
         return POINTER_SIZE
-    if isinstance(t, Array):
-        return alignof(t.type)
     if isinstance(t, (Struct, Union)):
-        # Iterative over nested anonymous/by-value members to bound the depth.
-        best = 1
-        stack = [t]
-        seen = set()
-        while stack:
-            cur = stack.pop()
-            if id(cur) in seen:
-                continue
-            seen.add(id(cur))
-            for m in cur.members:
-                mt = underlying(m.type)
-                while isinstance(mt, Array):
-                    mt = underlying(mt.type)
-                if isinstance(mt, (Struct, Union)):
-                    stack.append(mt)
-                elif isinstance(mt, (Int, Enum, Float)):
-                    best = max(best, min(mt.size, 16))
-                elif isinstance(mt, Pointer):
-                    best = max(best, POINTER_SIZE)
-        return best
+        return composite_layout(t, memo)[0]
     if isinstance(t, Void):
         return 1
     raise TypeError(f"{t.kind} {t.name or '(anon)'} has no alignment")
+
+
+def _element(t: Type) -> Type:
+    """What an object of type ``t`` is made of: qualifiers, typedefs and arrays skipped."""
+    for _ in range(qualifier_chain_limit):
+        t = underlying(t)
+        if not isinstance(t, Array):
+            return t
+        t = t.type
+    raise BTFError(f"array chain too long or looping at {t!r}")
+
+
+def composite_layout(root: Type, memo: dict) -> Tuple[int, bool]:
+    """``(alignment, packed)`` of a struct or union, memoised in ``memo``
+    (keyed by ``id``).  Iterative over by-value members, so deep nesting
+    cannot exhaust the stack, and linear in the members reached."""
+    got = memo.get(id(root))
+    if got is not None:
+        return got
+    stack: List[Type] = [root]
+    on_path = set()
+    while stack:
+        cur = stack[-1]
+        key = id(cur)
+        if key in memo:
+            stack.pop()
+            continue
+        assert isinstance(cur, (Struct, Union))
+        elems = [_element(m.type) for m in cur.members]
+        pending = [e for e in elems if isinstance(e, (Struct, Union)) and id(e) not in memo]
+        if pending:
+            if key in on_path or any(id(e) in on_path for e in pending):
+                raise BTFError(f"{cur.kind} {cur.name or '(anon)'} contains itself by value")
+            on_path.add(key)
+            stack.extend(pending)
+            continue
+        best = 1
+        packed = False
+        for m, e in zip(cur.members, elems):
+            if isinstance(e, (Struct, Union)):
+                a = memo[id(e)][0]
+            elif isinstance(e, (Int, Enum, Float)):
+                a = max(1, min(e.size, 16))
+            elif isinstance(e, Pointer):
+                a = POINTER_SIZE
+            else:
+                continue
+            if not m.bitfield_size and m.offset % (8 * a):
+                packed = True
+            best = max(best, a)
+        if cur.size % best:
+            packed = True
+        memo[key] = (1 if packed else best, packed)
+        on_path.discard(key)
+        stack.pop()
+    return memo[id(root)]
 
 
 def _graph_equal(a: Type, b: Type) -> bool:

@@ -37,7 +37,7 @@ from ctypes import (
 )
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .errors import ENOTSUPP, EBPFError, NotSupportedError, PermissionDeniedError
+from .errors import ENOTSUPP, EBPFError, NotSupportedError, PermissionDeniedError, VerifierError
 
 # The "ebpf.libbpf" logger.  Made when libbpf is loaded, not at import:
 # logging costs more to import than the rest of `import ebpf, ebpf.link`.
@@ -1644,6 +1644,73 @@ def dump_btf_c(out_fd: int, *, path: Optional[str] = None, data: Optional[bytes]
         if base:
             lib.btf__free(base)
 
+
+class bpf_btf_load_opts(_Opts):
+    _fields_ = [("sz", c_size_t), ("log_buf", c_void_p), ("log_level", c_uint32), ("log_size", c_uint32)]
+
+
+class bpf_btf_info(Structure):
+    """``struct bpf_btf_info`` (include/uapi/linux/bpf.h)."""
+
+    _fields_ = [
+        ("btf", c_uint64),
+        ("btf_size", c_uint32),
+        ("id", c_uint32),
+        ("name", c_uint64),
+        ("name_len", c_uint32),
+        ("kernel_btf", c_uint32),
+    ]
+
+
+BTF_LOG_SIZE = 64 * 1024
+BTF_LOG_SIZE_MAX = 16 * 1024 * 1024
+_ENOSPC = 28
+
+
+def btf_load(data: bytes, log_size: Optional[int] = None) -> int:
+    """``BPF_BTF_LOAD``: the new BTF object's fd.
+
+    The first attempt carries no log; libbpf retries a failure with one
+    (log level 1), and a log that does not fit is retried with a larger
+    buffer, up to 16 MiB.  A refusal with a log is a :class:`VerifierError`
+    carrying it; other failures are the errno's typed error.
+    """
+    buf = ctypes.create_string_buffer(bytes(data), len(data))
+    size = max(int(log_size or BTF_LOG_SIZE), 1024)
+    while True:
+        log = ctypes.create_string_buffer(size)
+        opts = bpf_btf_load_opts(log_buf=ctypes.cast(log, c_void_p), log_level=0, log_size=size)
+        clear_warnings()
+        try:
+            return int(lib.bpf_btf_load(buf, len(data), ctypes.byref(opts)))
+        except EBPFError as exc:
+            err = exc.errno or 0
+            text = log.value.decode(errors="replace")
+            if err == _ENOSPC and size < BTF_LOG_SIZE_MAX:
+                size = min(size * 8, BTF_LOG_SIZE_MAX)
+                continue
+            lines = text.rstrip("\n").splitlines()
+            if not lines or isinstance(exc, PermissionDeniedError):
+                raise
+            last = next((ln for ln in reversed(lines) if ln.strip()), "")
+            raise VerifierError(f"the kernel refused the BTF: {last} ({strerror(err)})", lines,
+                                truncated=err == _ENOSPC, errno=err) from None
+
+
+def btf_info(fd: int, with_data: bool = False) -> Tuple[int, str, bool, int, bytes]:
+    """(id, name, kernel_btf, size, raw BTF if ``with_data``) of a BTF object's fd."""
+    info = bpf_btf_info()
+    n = c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(n))
+    name = ctypes.create_string_buffer(max(info.name_len + 1, 64))
+    data = ctypes.create_string_buffer(info.btf_size if with_data else 0)
+    size = info.btf_size if with_data else 0
+    info = bpf_btf_info(name=ctypes.addressof(name), name_len=len(name),
+                        btf=ctypes.addressof(data) if size else 0, btf_size=size)
+    n = c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(n))
+    return (int(info.id), name.value.decode(errors="replace"), bool(info.kernel_btf), int(info.btf_size),
+            data.raw[:size])
 
 # -- command line --
 

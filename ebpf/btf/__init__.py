@@ -4,16 +4,18 @@
 >>> s = spec.type_by_name("event", kind=Struct)
 >>> codec_for(s).decode(raw_value)                   # map values as Python objects
 
-Modules: :mod:`.parse` (wire format and validation), :mod:`.types` (one
-class per kind), :mod:`.spec` (lookups and loaders), :mod:`.format` (C
-declarations), :mod:`.codec` (values).  The codec and formatter load on
-first use to keep ``import ebpf.btf`` fast.
+Modules: :mod:`.parse` (wire format), :mod:`.validation` (the one
+validator, run on everything handed to libbpf), :mod:`.types` (one class
+per kind), :mod:`.spec` (lookups and loaders), :mod:`.format` (C
+declarations), :mod:`.codec` (values), :mod:`.builder` (types to BTF
+bytes), :mod:`.handle` (BTF loaded into the kernel).  The codec, formatter,
+builder and handle load on first use to keep ``import ebpf.btf`` fast.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .parse import BTFError, Kind
 from .spec import (
@@ -62,12 +64,23 @@ from .types import (
     walk,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers
+    from .builder import Builder
+    from .codec import Codec, codec_for
+    from .format import declaration, declarator, format_c
+    from .handle import Handle, HandleInfo
+    from ..ids import btf_ids
+
 _LAZY = {
+    "Builder": ".builder",
+    "Handle": ".handle",
+    "HandleInfo": ".handle",
     "Codec": ".codec",
     "codec_for": ".codec",
     "format_c": ".format",
     "declaration": ".format",
     "btf_ids": "..ids",
+    "declarator": ".format",
 }
 
 
@@ -81,11 +94,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AmbiguousTypeError", "Array", "BTFError", "Codec", "Const", "Datasec", "DeclTag", "Enum",
+    "AmbiguousTypeError", "Array", "BTFError", "Builder", "Codec", "Const", "Datasec", "DeclTag", "Enum",
     "Enum64", "EnumValue", "Float", "Func", "FuncLinkage", "FuncParam", "FuncProto", "Fwd",
-    "FwdKind", "Int", "IntEncoding", "Kind", "Member", "Pointer", "Restrict", "Spec", "Struct",
+    "FwdKind", "Handle", "HandleInfo", "Int", "IntEncoding", "Kind", "Member", "Pointer", "Restrict", "Spec", "Struct",
     "Type", "TypeNotFoundError", "TypeTag", "Typedef", "Union", "Var", "VarLinkage", "VarSecinfo",
-    "Void", "Volatile", "alignof", "btf_ids", "codec_for", "declaration", "flush_kernel_specs", "format_c",
-    "load_kernel_module_spec", "load_kernel_spec", "load_spec", "sizeof", "underlying",
+    "Void", "Volatile", "alignof", "btf_ids", "codec_for", "declaration", "declarator", "flush_kernel_specs",
+    "format_c", "load_kernel_module_spec", "load_kernel_spec", "load_spec", "sizeof", "underlying",
     "validate", "walk",
 ]

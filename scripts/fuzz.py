@@ -37,6 +37,8 @@ Modes:
 Statuses: ``ok`` (accepted), ``rej`` (refused with a typed error before
 libbpf saw it), ``fail`` (refused with a typed error by libbpf or the
 kernel), ``bad`` (an exception that is not an ``EBPFError``: a bug),
+``odd`` (validated BTF that the formatter, a walker or the codec refused
+with a ``BTFError``: typed, but a gap between them and the validator),
 ``crash`` (the child died), ``hang`` (no answer in ``TIMEOUT`` seconds,
 twice: outside the raw modes a slow answer on a busy machine is retried
 once in a fresh child with a longer limit and then counted as ``slow``).
@@ -303,7 +305,12 @@ def exercise_btf(data: bytes) -> str:
         except btf.BTFError:
             pass
         return "rej"
-    _touch(spec, decode=True)
+    try:
+        _touch(spec, decode=True)
+    except btf.BTFError as e:
+        # Typed, but BTF the validator accepted should be usable: a walker
+        # that refuses it points at a gap between the two.
+        return "odd " + _line(e)
     return "ok"
 
 
@@ -542,7 +549,7 @@ def run(
                     stats.counts[status] = stats.counts.get(status, 0) + 1
                     stats.peak_rss_kb = max(stats.peak_rss_kb, child.peak_rss_kb)
                     stats.slowest = max(stats.slowest, took)
-                    if status in ("crash", "hang", "bad"):
+                    if status in ("crash", "hang", "bad", "odd"):
                         stats.failures.append((i, name, status, detail))
                         if save is not None:
                             save.mkdir(parents=True, exist_ok=True)
@@ -588,7 +595,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mode {mode}: {stats.inputs} inputs (#{args.start}..) in {took:.1f}s "
               f"({stats.inputs / took:.0f}/s), counts {dict(sorted(c.items()))}")
         print(f"  crashes {c.get('crash', 0)}, hangs over {TIMEOUT:.0f}s {c.get('hang', 0)}, "
-              f"untyped exceptions {c.get('bad', 0)}, slow {c.get('slow', 0)}, "
+              f"untyped exceptions {c.get('bad', 0)}, odd {c.get('odd', 0)}, slow {c.get('slow', 0)}, "
               f"slowest input {stats.slowest:.2f}s, peak child RSS {stats.peak_rss_kb / 1024:.0f} MiB")
         if mode not in ("raw", "ktypes-raw"):
             bad += crashes + c.get("bad", 0)

@@ -99,7 +99,15 @@ def _two_structs_holding_each_other() -> bytes:
     return b.blob()
 
 
+def _anonymous_struct_pointing_to_itself() -> bytes:
+    b = RawBuilder()
+    s = b.struct("", 8, [("next", 0, 0)])
+    b.records[s - 1][4] = b.ptr(s)
+    return b.blob()
+
+
 LOOPS: Dict[str, Callable[[], bytes]] = {
+    "anonymous struct pointing to itself": _anonymous_struct_pointing_to_itself,
     "pointer to itself": _self_pointer,
     "pointer ring": _pointer_ring,
     "typedef of itself": _typedef_self,
@@ -167,6 +175,15 @@ def test_extern_of_an_incomplete_struct_is_accepted() -> None:
     fwd = b.add(FWD, "task_struct")
     b.var("init_task", fwd, linkage=2)
     _both_accept(b.blob())
+
+
+def test_member_of_a_section_type_is_refused() -> None:
+    b = RawBuilder()
+    i = b.int("int", 4)
+    v = b.var("x", i)
+    sec = b.datasec(".data", 4, [(v, 0, 4)])
+    b.struct("s", 4, [("d", sec, 0)])
+    _both_reject(b.blob(), "non-data")
 
 
 def test_decl_tag_on_an_int_is_refused() -> None:

@@ -354,7 +354,10 @@ class _Gen:
         if len(self.segments) == 1:
             n = self.segments[0].count
             for cname in [k for k in self.ns if k.startswith("C")]:
-                if expr == f"{cname}({', '.join(f't0[{i}]' for i in range(n))})":
+                # (Compare counts first: an array leaf holds as many items
+                # as elements, which may be hundreds of millions.)
+                if len(self.ns[cname]._fields) == n and \
+                        expr == f"{cname}({', '.join(f't0[{i}]' for i in range(n))})":
                     names = self.ns[cname]._fields
                     if _slotted(self.ns[cname]) and all(not keyword.iskeyword(f) for f in names):
                         fill = [f"o = _new({cname})"] + [f"o.{f} = t0[{i}]" for i, f in enumerate(names)]

@@ -16,10 +16,11 @@ the codec, ``sizeof``):
 * every type id and string offset points inside the blob (or its base);
 * per-kind invariants the kernel enforces (named/anonymous kinds, int and
   float sizes, function linkage, what may refer to what);
-* no reference loop that does not pass through a struct or union: C can only
-  close a type cycle through a struct or union tag, and every other loop
-  (a pointer to itself, a typedef of itself, a function pointer returning
-  itself) sends libbpf or a naive walker round for ever;
+* no reference loop that does not pass through a named struct or union: C
+  can only close a type cycle through a struct or union tag, and every other
+  loop (a pointer to itself, a typedef of itself, a function pointer
+  returning itself, an anonymous struct pointing to itself) sends libbpf or
+  a naive walker round for ever;
 * no struct or union containing itself by value;
 * members inside their struct, variables inside their section, bitfields on
   integers.
@@ -111,8 +112,9 @@ class _Validator:
         kind = self.kind
         empty = self.empty_name
         # Successors of each local type in the graph of references that a C
-        # declaration cannot break (every edge except those out of a struct
-        # or union); checked for loops below.
+        # declaration cannot break (every edge except those out of a named
+        # struct or union: only a tag can be declared before its body);
+        # checked for loops below.
         succ: List[object] = [()] * self.n
         composites: List[int] = []
         tags: List[int] = []
@@ -156,7 +158,11 @@ class _Validator:
                         raise BTFError(f"{what} (member {m}) refers to type id {mtype}, out of range (max {end - 1})")
                     if mtype == 0:
                         raise BTFError(f"{what}: member {m} is void")
+                    if kind(mtype) in _NOT_DATA:
+                        raise BTFError(f"{what}: member {m} of non-data kind {kind(mtype)}")
                     j += 3
+                if vlen and (name_off == 0 or empty(name_off)):
+                    succ[n] = [words[i + 4 + 3 * m] for m in range(vlen)]
                 composites.append(tid)
             elif k == _INT:
                 enc_word = words[i + 3]
@@ -279,7 +285,7 @@ class _Validator:
                         continue
                     c = colour[j]
                     if c == 1:
-                        raise BTFError(f"type {nxt}: reference loop that passes through no struct or union")
+                        raise BTFError(f"type {nxt}: reference loop that passes through no named struct or union")
                     if c == 0:
                         if succ[j]:
                             colour[j] = 1

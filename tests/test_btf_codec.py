@@ -186,3 +186,41 @@ def test_fixture_node(obj: str) -> None:
     assert g.counter == 5 and g.greeting == b"hi"
     var = spec.type_by_name("limit", btf.Var)
     assert codec_for(var).decode(codec_for(var).encode(42)) == 42
+
+
+# -- found by scripts/fuzz.py --mode btf ------------------------------------------
+
+
+def test_fields_named_like_private_names_decode() -> None:
+    """Kernel structs have '__x' fields (qrwlock.__lstate, rb_node.__rb_parent_color):
+    slots named so are mangled by the class machinery, so decoding failed."""
+    s = Struct("qrwlock", 8, [Member("__lstate", u32, 0), Member("wait", u32, 32)])
+    v = codec_for(s).decode(struct.pack("<II", 7, 9))
+    assert getattr(v, "__lstate") == 7 and v.wait == 9
+    assert codec_for(s).encode(v) == struct.pack("<II", 7, 9)
+
+
+def test_zero_sized_elements_inside_a_value() -> None:
+    """char args[6][0]: six elements of zero bytes each, at an offset."""
+    s = Struct("ev", 8, [Member("id", s64, 0), Member("args", Array(Array(char, 0), 6), 64)])
+    v = codec_for(s).decode(bytes(range(8)))
+    assert v.args == [b""] * 6 and v.id == int.from_bytes(bytes(range(8)), "little", signed=True)
+
+
+def test_codecs_live_as_long_as_their_type() -> None:
+    """The cache used to be a module dict holding every type ever decoded."""
+    import gc
+    import weakref
+
+    t = Struct("transient", 4, [Member("x", s32, 0)])
+    c = weakref.ref(codec_for(t))
+    assert codec_for(t) is c()
+    del t
+    gc.collect()
+    assert c() is None
+
+
+def test_sizes_btf_does_not_have_are_btf_errors() -> None:
+    for t in (Int("odd", 3), Enum("e", 3, [EnumValue("A", 1)]), Int("huge", 1 << 32)):
+        with pytest.raises(btf.BTFError):
+            codec_for(Struct("s", 4, [Member("x", t, 0)]))

@@ -383,8 +383,10 @@ class _Gen:
                     lines.append(f"        t{si} = {sname}.{call}")
                 lines.append("    except _struct_error as e:")
                 lines.append(f"        raise ValueError(f'expected {size} bytes, got {{len(buf)}}') from None")
-            else:
+            elif variant == "decode":
                 lines.append(f"    if len(buf) != {size}: raise ValueError(f'expected {size} bytes, got {{len(buf)}}')")
+            else:  # a value without leaves (size 0, e.g. char x[0]) inside a larger buffer
+                lines.append(f"    if len(buf) < off + {size}: raise ValueError(f'expected {size} bytes at {{off}}')")
             for p in self.prelude + fill:
                 lines.append("    " + p.replace("__CALL__", call))
             lines.append(f"    return {expr.replace('__BASE__', '0' if variant == 'decode' else 'off')}")

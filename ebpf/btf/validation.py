@@ -86,14 +86,13 @@ class _Validator:
         # Kind of every local record, gathered once: checks of what refers
         # to what need the kinds of records further on.
         self.kinds = bytes((words[off + 1] >> 24) & 0x1F for off in raw.offsets)
+        # The same indexed by type id, base included (0: void), for the
+        # checks of what a record refers to, once its id is known in range.
+        self.all_kinds = bytes(kinds_of(raw.base)) + self.kinds if raw.base is not None else b"\0" + self.kinds
         self.base_sizes: Dict[int, int] = {}
+        self.elements: Dict[int, int] = {}
 
     # -- helpers ------------------------------------------------------------
-
-    def kind(self, tid: int) -> int:
-        if tid >= self.first:
-            return self.kinds[tid - self.first]
-        return self.raw.kind_of(tid)
 
     def empty_name(self, off: int) -> bool:
         raw = self.raw
@@ -109,7 +108,7 @@ class _Validator:
         end = self.end
         str_end = raw.str_end
         kinds = self.kinds
-        kind = self.kind
+        kind = self.all_kinds
         empty = self.empty_name
         # Successors of each local type in the graph of references that a C
         # declaration cannot break (every edge except those out of a named
@@ -145,8 +144,8 @@ class _Validator:
             if k in _QUAL or k == _PTR:
                 if a >= end:
                     raise BTFError(f"{what} refers to type id {a}, out of range (max {end - 1})")
-                if a and kind(a) in _NOT_A_TYPE:
-                    raise BTFError(f"{what}: refers to a non-type (kind {kind(a)})")
+                if a and kind[a] in _NOT_A_TYPE:
+                    raise BTFError(f"{what}: refers to a non-type (kind {kind[a]})")
                 succ[n] = (a,)
             elif k in (_STRUCT, _UNION):
                 j = i + 3
@@ -158,8 +157,8 @@ class _Validator:
                         raise BTFError(f"{what} (member {m}) refers to type id {mtype}, out of range (max {end - 1})")
                     if mtype == 0:
                         raise BTFError(f"{what}: member {m} is void")
-                    if kind(mtype) in _NOT_DATA:
-                        raise BTFError(f"{what}: member {m} of non-data kind {kind(mtype)}")
+                    if kind[mtype] in _NOT_DATA:
+                        raise BTFError(f"{what}: member {m} of non-data kind {kind[mtype]}")
                     j += 3
                 if vlen and (name_off == 0 or empty(name_off)):
                     succ[n] = [words[i + 4 + 3 * m] for m in range(vlen)]
@@ -187,7 +186,7 @@ class _Validator:
                     raise BTFError(f"{what}: array size field must be 0")
                 if elem == 0:
                     raise BTFError(f"{what}: array of void")
-                if kind(elem) in _NOT_DATA:
+                if kind[elem] in _NOT_DATA:
                     raise BTFError(f"{what}: array of non-data type")
                 succ[n] = (elem, index) if index else (elem,)
             elif k in (_ENUM, _ENUM64):
@@ -212,18 +211,18 @@ class _Validator:
                         raise BTFError(f"{what} (member {m}) refers to type id {ptype}, out of range (max {end - 1})")
                     if ptype == 0 and (m != vlen - 1 or (pname and not empty(pname))):
                         raise BTFError(f"{what}: parameter {m} is void")
-                    if ptype and kind(ptype) in _NOT_DATA:
-                        raise BTFError(f"{what}: parameter {m} of non-data kind {kind(ptype)}")
+                    if ptype and kind[ptype] in _NOT_DATA:
+                        raise BTFError(f"{what}: parameter {m} of non-data kind {kind[ptype]}")
                     params.append(ptype)
-                if a and kind(a) in _NOT_DATA:
-                    raise BTFError(f"{what}: returns a non-data kind {kind(a)}")
+                if a and kind[a] in _NOT_DATA:
+                    raise BTFError(f"{what}: returns a non-data kind {kind[a]}")
                 succ[n] = params
             elif k == _FUNC:
                 if a >= end:
                     raise BTFError(f"{what} refers to type id {a}, out of range (max {end - 1})")
                 if vlen > 2:
                     raise BTFError(f"{what}: bad function linkage {vlen}")
-                if a == 0 or kind(a) != _FUNC_PROTO:
+                if a == 0 or kind[a] != _FUNC_PROTO:
                     raise BTFError(f"{what}: function type is not a prototype")
                 succ[n] = (a,)
             elif k == _VAR:
@@ -231,8 +230,8 @@ class _Validator:
                     raise BTFError(f"{what} refers to type id {a}, out of range (max {end - 1})")
                 if words[i + 3] > 2:
                     raise BTFError(f"{what}: bad variable linkage {words[i + 3]}")
-                if a and kind(a) in _NOT_DATA:
-                    raise BTFError(f"{what}: variable of non-data kind {kind(a)}")
+                if a and kind[a] in _NOT_DATA:
+                    raise BTFError(f"{what}: variable of non-data kind {kind[a]}")
                 succ[n] = (a,)
                 variables.append(tid)
             elif k == _DATASEC:
@@ -242,7 +241,7 @@ class _Validator:
                         raise BTFError(f"{what} (section variable {m}) refers to type id {vtype}, out of range (max {end - 1})")
                     if vtype == 0:
                         raise BTFError(f"{what}: section entry {m} is void")
-                    if kind(vtype) not in (_VAR, _FUNC):
+                    if kind[vtype] not in (_VAR, _FUNC):
                         raise BTFError(f"{what}: section entry {m} is not a variable")
                 datasecs.append(tid)
             elif k == _FLOAT:
@@ -434,7 +433,7 @@ class _Validator:
                 if bits:
                     if bits > 128:
                         raise BTFError(f"type {tid}: member {m} bitfield too wide ({bits})")
-                    if self.kind(self.strip(mtype)) not in (_INT, _ENUM, _ENUM64):
+                    if self.all_kinds[self.strip(mtype)] not in (_INT, _ENUM, _ENUM64):
                         raise BTFError(f"type {tid}: member {m} bitfield of non-integer type")
                     end = off + bits
                 else:
@@ -455,6 +454,12 @@ class _Validator:
 
     def element(self, tid: int) -> int:
         """What a by-value member holds: the id under qualifiers and arrays."""
+        got = self.elements.get(tid)
+        if got is None:
+            got = self.elements[tid] = self._element(tid)
+        return got
+
+    def _element(self, tid: int) -> int:
         first = self.first
         words = self.raw.words
         offsets = self.raw.offsets
@@ -496,7 +501,7 @@ class _Validator:
             # const) or an extern of an incomplete struct.
             if sizes[tid - first] == _NO_SIZE:
                 target = self.strip(words[offsets[tid - first] + 2])
-                if target and self.kind(target) != _FWD:
+                if target and self.all_kinds[target] != _FWD:
                     raise BTFError(f"type {tid}: variable of a type without size")
         for tid in datasecs:
             i = offsets[tid - first]
@@ -505,7 +510,7 @@ class _Validator:
             for m in range(info & 0xFFFF):
                 j = i + 3 + 3 * m
                 vtype, voff, vsize = words[j], words[j + 1], words[j + 2]
-                if self.kind(vtype) == _VAR:
+                if self.all_kinds[vtype] == _VAR:
                     need = self.size_of(vtype, sizes)
                     if need != _NO_SIZE and vsize < need:
                         raise BTFError(f"type {tid}: section entry {m} size {vsize} smaller than its type")
@@ -531,7 +536,7 @@ class _Validator:
             comp = struct.unpack("i", struct.pack("I", words[i + 3]))[0]
             if target == 0:
                 raise BTFError(f"type {tid}: decl tag on void")
-            tk = self.kind(target)
+            tk = self.all_kinds[target]
             if tk not in _TAG_TARGETS:
                 raise BTFError(f"type {tid}: decl tag on kind {tk}")
             if comp < -1:

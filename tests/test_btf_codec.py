@@ -224,3 +224,8 @@ def test_sizes_btf_does_not_have_are_btf_errors() -> None:
     for t in (Int("odd", 3), Enum("e", 3, [EnumValue("A", 1)]), Int("huge", 1 << 32)):
         with pytest.raises(btf.BTFError):
             codec_for(Struct("s", 4, [Member("x", t, 0)]))
+
+
+def test_values_too_large_for_btf_are_btf_errors() -> None:
+    with pytest.raises(btf.BTFError, match="cannot be represented"):
+        codec_for(Array(Struct("page", 1 << 20, []), 1 << 20))

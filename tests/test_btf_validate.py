@@ -274,3 +274,15 @@ def test_kernel_types_crasher_is_refused(tmp_path: Path) -> None:
     path.write_bytes(blob)
     with pytest.raises(btf.BTFError):
         btf.load_spec(path)
+
+
+def test_specs_say_whether_they_were_validated() -> None:
+    """What the loader checks before handing a spec's bytes to libbpf."""
+    raw = btf.load_spec(fixture_path("core_read.o")).raw
+    assert btf.load_spec(raw).validated
+    assert btf.Spec.from_raw(raw).copy().validated
+    assert not btf.Spec.from_raw(raw, validate=False).validated
+    lazy = btf.Spec.from_raw(_self_pointer(), validate=False)  # refused only when checked
+    assert not lazy.validated
+    with pytest.raises(btf.BTFError):
+        btf.validate(lazy.raw)

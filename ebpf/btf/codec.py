@@ -246,6 +246,8 @@ class Codec:
         if isinstance(real, (T.Void, T.Func, T.FuncProto, T.Fwd, T.DeclTag)):
             raise TypeError(f"no value codec for {real.kind} {real.name or '(anon)'}")
         self.size: int = T.sizeof(real)
+        if self.size > 0xFFFFFFFF:
+            raise BTFError(f"a value of {self.size} bytes cannot be represented (BTF sizes are 32 bits)")
         self.cls: Optional[type] = None
         self.enum: Optional[type] = None
         self.byte_order = _byte_order(real)

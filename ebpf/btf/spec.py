@@ -62,9 +62,10 @@ class Spec:
     kernel module's) builds on: ids below :attr:`first_id` are the base's.
     """
 
-    def __init__(self, raw: RawBTF, base: Optional["Spec"] = None) -> None:
+    def __init__(self, raw: RawBTF, base: Optional["Spec"] = None, *, validated: bool = False) -> None:
         self._raw = raw
         self.base = base
+        self._validated = validated
         self._types: Dict[int, T.Type] = {}
         self._void = base._void if base is not None else T.Void()
         self._by_name: Dict[str, List[int]] = {}
@@ -85,11 +86,20 @@ class Spec:
         raw = RawBTF(data, base._raw if base is not None else None)
         if validate:
             validate_raw(raw)
-        return cls(raw, base)
+        return cls(raw, base, validated=validate)
 
     def copy(self) -> "Spec":
         """An independent spec over the same bytes (types are decoded afresh)."""
-        return Spec(self._raw, self.base)
+        return Spec(self._raw, self.base, validated=self._validated)
+
+    @property
+    def validated(self) -> bool:
+        """Whether every record was checked by the validator (see
+        :func:`validate`), as :func:`load_spec` and ``from_raw`` do by
+        default.  The kernel's own BTF (:func:`load_kernel_spec`) is read
+        without: it is trusted.  BTF handed to libbpf must be one or the
+        other; ``validate(spec.raw)`` checks any other spec."""
+        return self._validated
 
     def __deepcopy__(self, memo: dict) -> "Spec":
         return self.copy()

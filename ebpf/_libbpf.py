@@ -1649,19 +1649,6 @@ class bpf_btf_load_opts(_Opts):
     _fields_ = [("sz", c_size_t), ("log_buf", c_void_p), ("log_level", c_uint32), ("log_size", c_uint32)]
 
 
-class bpf_btf_info(Structure):
-    """``struct bpf_btf_info`` (include/uapi/linux/bpf.h)."""
-
-    _fields_ = [
-        ("btf", c_uint64),
-        ("btf_size", c_uint32),
-        ("id", c_uint32),
-        ("name", c_uint64),
-        ("name_len", c_uint32),
-        ("kernel_btf", c_uint32),
-    ]
-
-
 BTF_LOG_SIZE = 64 * 1024
 BTF_LOG_SIZE_MAX = 16 * 1024 * 1024
 _ENOSPC = 28
@@ -1696,21 +1683,6 @@ def btf_load(data: bytes, log_size: Optional[int] = None) -> int:
             raise VerifierError(f"the kernel refused the BTF: {last} ({strerror(err)})", lines,
                                 truncated=err == _ENOSPC, errno=err) from None
 
-
-def btf_info(fd: int, with_data: bool = False) -> Tuple[int, str, bool, int, bytes]:
-    """(id, name, kernel_btf, size, raw BTF if ``with_data``) of a BTF object's fd."""
-    info = bpf_btf_info()
-    n = c_uint32(ctypes.sizeof(info))
-    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(n))
-    name = ctypes.create_string_buffer(max(info.name_len + 1, 64))
-    data = ctypes.create_string_buffer(info.btf_size if with_data else 0)
-    size = info.btf_size if with_data else 0
-    info = bpf_btf_info(name=ctypes.addressof(name), name_len=len(name),
-                        btf=ctypes.addressof(data) if size else 0, btf_size=size)
-    n = c_uint32(ctypes.sizeof(info))
-    lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(n))
-    return (int(info.id), name.value.decode(errors="replace"), bool(info.kernel_btf), int(info.btf_size),
-            data.raw[:size])
 
 # -- command line --
 

@@ -12,11 +12,12 @@ from typing import List
 
 import pytest
 
+from ebpf.ids import btf_info_from_id
 import ebpf.btf as btf
 from ebpf.btf import (Array, Builder, Const, Datasec, DeclTag, Enum, EnumValue, Float, Func, FuncParam, FuncProto,
                       Fwd, Handle, Int, Member, Pointer, Struct, Typedef, TypeTag, Union, Var, VarSecinfo, Void,
                       Volatile)
-from ebpf.errors import ClosedError, NotSupportedError, VerifierError
+from ebpf.errors import ClosedError, KeyNotExistError, NotSupportedError, VerifierError
 
 from conftest import fixture_path
 
@@ -146,13 +147,16 @@ def test_builder_output_is_accepted_by_the_kernel() -> None:
     with Handle(b) as h:
         assert h.fd >= 0
         info = h.info()
-        assert info.id == h.id > 0 and not info.kernel_btf and info.size == len(b.marshal())
+        assert info.id == h.id > 0 and not info.kernel and info.size == len(b.marshal())
         back = h.spec()
         node = _every_kind()[0]
         assert back.type_by_name("node") == node
         again = Handle.from_id(h.id)
         with again:
             assert again.id == h.id and again.fd != h.fd
+        assert btf_info_from_id(h.id) == info
+    with pytest.raises(KeyNotExistError):
+        Handle.from_id(0x7FFFFFFF)
     assert h.closed
     with pytest.raises(ClosedError):
         h.fd

@@ -229,3 +229,12 @@ def test_sizes_btf_does_not_have_are_btf_errors() -> None:
 def test_values_too_large_for_btf_are_btf_errors() -> None:
     with pytest.raises(btf.BTFError, match="cannot be represented"):
         codec_for(Array(Struct("page", 1 << 20, []), 1 << 20))
+
+
+def test_fields_named_self_or_twice_decode() -> None:
+    """A field called self (fixtures/skeleton_names) made the generated
+    constructor 'def __init__(self, self=...)': a SyntaxError."""
+    s = Struct("odd", 12, [Member("self", u32, 0), Member("_f2", u32, 32), Member("x", u32, 64)])
+    v = codec_for(s).decode(struct.pack("<III", 1, 2, 3))
+    assert (getattr(v, "self"), v._f2, v.x) == (1, 2, 3)
+    assert codec_for(s).encode(v) == struct.pack("<III", 1, 2, 3)

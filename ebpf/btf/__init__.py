@@ -68,13 +68,12 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checke
     from .builder import Builder
     from .codec import Codec, codec_for
     from .format import declaration, declarator, format_c
-    from .handle import Handle, HandleInfo
+    from .handle import Handle
     from ..ids import btf_ids
 
 _LAZY = {
     "Builder": ".builder",
     "Handle": ".handle",
-    "HandleInfo": ".handle",
     "Codec": ".codec",
     "codec_for": ".codec",
     "format_c": ".format",
@@ -96,7 +95,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AmbiguousTypeError", "Array", "BTFError", "Builder", "Codec", "Const", "Datasec", "DeclTag", "Enum",
     "Enum64", "EnumValue", "Float", "Func", "FuncLinkage", "FuncParam", "FuncProto", "Fwd",
-    "FwdKind", "Handle", "HandleInfo", "Int", "IntEncoding", "Kind", "Member", "Pointer", "Restrict", "Spec", "Struct",
+    "FwdKind", "Handle", "Int", "IntEncoding", "Kind", "Member", "Pointer", "Restrict", "Spec", "Struct",
     "Type", "TypeNotFoundError", "TypeTag", "Typedef", "Union", "Var", "VarLinkage", "VarSecinfo",
     "Void", "Volatile", "alignof", "btf_ids", "codec_for", "declaration", "declarator", "flush_kernel_specs",
     "format_c", "load_kernel_module_spec", "load_kernel_spec", "load_spec", "sizeof", "underlying",

@@ -573,10 +573,14 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
     params = []
     body = []
     ns: Dict[str, Any] = {}
+    used = {"self"}  # parameter names must differ from each other and from self
     for n, f in enumerate(fields):
         pname = f.name if f.name.isidentifier() and not keyword.iskeyword(f.name) else f"{f.name}_"
-        if not pname.isidentifier() or keyword.iskeyword(pname):
+        if not pname.isidentifier() or keyword.iskeyword(pname) or pname in used:
             pname = f"_f{n}"
+        while pname in used:
+            pname += "_"
+        used.add(pname)
         d = _default(f)
         dname = f"_d{n}"
         ns[dname] = d

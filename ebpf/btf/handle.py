@@ -16,28 +16,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NamedTuple, Optional, Union as _U
+from typing import Any, Optional, Union as _U
 
 from .. import _libbpf
 from .._fd import FDOwner
-from ..errors import NotSupportedError
+from ..errors import EBPFError, KeyNotExistError, NotSupportedError
+from ..ids import BTFInfo
 from . import types as T
 from .builder import Builder
 from .parse import BTFError
 from .spec import Spec
 
-__all__ = ["Handle", "HandleInfo"]
+__all__ = ["Handle"]
 
 BTFSource = _U[Spec, Builder, bytes, bytearray, memoryview]
-
-
-class HandleInfo(NamedTuple):
-    """What the kernel says about a loaded BTF object."""
-
-    id: int
-    name: str  # "vmlinux" or a module's name for the kernel's own BTF, else ""
-    kernel_btf: bool
-    size: int
 
 
 class Handle(FDOwner):
@@ -75,8 +67,14 @@ class Handle(FDOwner):
 
     @classmethod
     def from_id(cls, btf_id: int) -> "Handle":
-        """A new handle on the loaded BTF object with this id (``BPF_BTF_GET_FD_BY_ID``)."""
-        fd = _libbpf.lib.bpf_btf_get_fd_by_id(btf_id)
+        """A new handle on the loaded BTF object with this id (``BPF_BTF_GET_FD_BY_ID``);
+        :class:`~ebpf.errors.KeyNotExistError` when there is none."""
+        try:
+            fd = int(_libbpf.lib.bpf_btf_get_fd_by_id(btf_id))
+        except EBPFError as exc:
+            if exc.errno == 2:
+                raise KeyNotExistError(f"no BTF object with id {btf_id}") from None
+            raise
         h = cls.__new__(cls)
         h._source = None
         FDOwner.__init__(h, fd)
@@ -92,9 +90,10 @@ class Handle(FDOwner):
         """The kernel's id of this BTF object (see ``bpftool btf list``)."""
         return self.info().id
 
-    def info(self) -> HandleInfo:
-        btf_id, name, kernel_btf, size, _ = _libbpf.btf_info(self.fd)
-        return HandleInfo(btf_id, name, kernel_btf, size)
+    def info(self) -> BTFInfo:
+        """What the kernel says about it (as :func:`ebpf.ids.btf_info_from_id`)."""
+        btf_id, name, kernel, size, _ = _libbpf.btf_object_info(self.fd)
+        return BTFInfo(id=btf_id, name=name, size=size, kernel=kernel)
 
     def spec(self, base: Optional[Spec] = None) -> Spec:
         """The loaded BTF read back from the kernel and parsed (a module's
@@ -102,7 +101,7 @@ class Handle(FDOwner):
         return Spec.from_raw(self._raw(), base, validate=base is None)
 
     def _raw(self) -> bytes:
-        return _libbpf.btf_info(self.fd, with_data=True)[4]
+        return _libbpf.btf_object_info(self.fd, with_data=True)[4]
 
     def type_id(self, t: T.Type) -> int:
         """The id of ``t`` in this BTF: as the :class:`Builder` assigned it, or

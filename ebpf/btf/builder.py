@@ -39,7 +39,7 @@ _HEADER_LEN = 24
 # words, vlen items).  Hashable, so that equal records share one id.
 _Record = Tuple[int, str, int, int, int, Tuple[int, ...], Tuple[Tuple[Any, ...], ...]]
 
-_QUALIFIER_KINDS = {T.Volatile: Kind.VOLATILE, T.Const: Kind.CONST, T.Restrict: Kind.RESTRICT}
+_QUALIFIER_KINDS: Dict[type, int] = {T.Volatile: Kind.VOLATILE, T.Const: Kind.CONST, T.Restrict: Kind.RESTRICT}
 
 
 class Builder:
@@ -188,10 +188,8 @@ class Builder:
             return (Kind.TYPEDEF, t.name, 0, 0, ref(t.type), (), ())
         if isinstance(t, T.TypeTag):
             return (Kind.TYPE_TAG, t.name, 0, 0, ref(t.type), (), ())
-        qual = _QUALIFIER_KINDS.get(type(t))
-        if qual is not None:
-            assert isinstance(t, (T.Volatile, T.Const, T.Restrict))
-            return (qual, "", 0, 0, ref(t.type), (), ())
+        if isinstance(t, (T.Volatile, T.Const, T.Restrict)):
+            return (_QUALIFIER_KINDS[type(t)], "", 0, 0, ref(t.type), (), ())
         if isinstance(t, T.Func):
             if not 0 <= t.linkage <= 0xFFFF:
                 raise BTFError(f"{what}: linkage {t.linkage} out of range")

@@ -157,8 +157,8 @@ class _Writer:
         if isinstance(t, T.Enum):
             if not t.values:
                 return head + "{}"
-            lines = [f"{ind}\t{self._enumerator(v.name)} = {_literal(v.value)}," for v in t.values]
-            return head + "{\n" + "\n".join(lines) + "\n" + ind + "}" + _enum_size_attribute(t)
+            items = [f"{ind}\t{self._enumerator(v.name)} = {_literal(v.value)}," for v in t.values]
+            return head + "{\n" + "\n".join(items) + "\n" + ind + "}" + _enum_size_attribute(t)
         assert isinstance(t, (T.Struct, T.Union))
         lines: List[str] = []
         pos = 0
@@ -377,7 +377,12 @@ class _Emitter:
             for m in t.members:
                 self.require(m.type, True)
         self.namer.name(t)
-        self.out.append(self.w.body(t, 0) + ";\n")
+        if isinstance(t, T.Enum) and not t.values:
+            # An enum without values is a forward declaration (C has no
+            # empty enum), as libbpf prints it.
+            self.out.append(f"enum {self.namer.name(t)};\n")
+        else:
+            self.out.append(self.w.body(t, 0) + ";\n")
         self.state[key] = "defined"
         self.defined.append(t)
 
@@ -408,6 +413,7 @@ class _Emitter:
                 except (TypeError, BTFError):
                     continue
             else:
+                assert isinstance(t, (T.Struct, T.Union))
                 size = t.size
             out.append(f'_Static_assert(sizeof({cname}) == {size}, "size of {cname}");')
             target = T.underlying(t)

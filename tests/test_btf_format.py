@@ -5,12 +5,10 @@ with the number of members, not with sizes in bytes."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -18,6 +16,7 @@ import ebpf.btf as btf
 from ebpf.btf import (Array, Builder, Enum, EnumValue, FuncParam, FuncProto, Int, Member, Pointer, Struct,
                       Typedef, Union, Void)
 
+from btftest import cpu_budget
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -26,21 +25,6 @@ import fuzz  # noqa: E402
 INT = Int("int", 4, 1)
 CHAR = Int("char", 1, 1)
 U64 = Int("unsigned long long", 8)
-
-
-@contextmanager
-def cpu_budget(seconds: float) -> Iterator[None]:
-    """Fail instead of hanging: the budget is this process's CPU time
-    (ITIMER_PROF), so a busy machine does not trip it."""
-    def boom(*_: object) -> None:
-        raise AssertionError(f"used over {seconds:.0f} s of CPU: it hangs")
-    old = signal.signal(signal.SIGPROF, boom)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, old)
 
 
 def compile_headers(tmp_path: Path, headers: List[Tuple[str, str, str]]) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-import signal
 import struct
 import time
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 import ebpf.btf as btf
 
+from btftest import cpu_budget
 from conftest import CILIUM_TESTDATA, fixture_path
 
 
@@ -28,21 +27,10 @@ SEEDS = _seeds()
 _BUDGET = 30.0  # CPU seconds; raised below to 1000x the seeds' own cost
 
 
-@contextmanager
 def hang_guard():
-    """Fail an input that loops.  The budget is this process's CPU time
-    (ITIMER_PROF), not wall time, so a busy machine does not trip it; and it
-    is a multiple of what exercising the seeds costs here, so a slow machine
-    does not either.  A hang is unbounded: any budget catches it."""
-    def boom(*_):
-        raise AssertionError(f"BTF handling of one input used over {_BUDGET:.0f} s of CPU: it hangs")
-    old = signal.signal(signal.SIGPROF, boom)
-    signal.setitimer(signal.ITIMER_PROF, _BUDGET)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, old)
+    """A budget of 1000x what exercising the seeds costs here (raised below),
+    so a slow machine does not trip it either."""
+    return cpu_budget(_BUDGET, "BTF handling of one input")
 
 
 def _exercise(data: bytes) -> None:

@@ -17,7 +17,7 @@ from ebpf import _elf
 from ebpf._validate import check_btf
 from ebpf.errors import InvalidObjectError
 
-from btfraw import CONST, FWD, TYPEDEF, VOLATILE, RawBuilder
+from btftest import CONST, FWD, TYPEDEF, VOLATILE, RawBuilder
 from conftest import CILIUM_TESTDATA, ROOT, fixture_path
 
 sys.path.insert(0, str(ROOT / "scripts"))

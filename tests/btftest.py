@@ -1,4 +1,5 @@
-"""Raw BTF written record by record, for tests that need BTF no Builder would make.
+"""Helpers for the BTF tests: raw BTF written record by record (for BTF no
+Builder would make), and a CPU-time budget that turns a hang into a failure.
 
 >>> b = RawBuilder()
 >>> i = b.int("int", 4, signed=True)
@@ -9,8 +10,10 @@
 
 from __future__ import annotations
 
+import signal
 import struct
-from typing import Dict, List, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
 VOLATILE, CONST, RESTRICT, FUNC, FUNC_PROTO, VAR, DATASEC = 9, 10, 11, 12, 13, 14, 15
@@ -84,3 +87,19 @@ class RawBuilder:
         strings = bytes(self.strings)
         hdr = struct.pack(self.e + "HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(body), len(body), len(strings))
         return hdr + body + strings
+
+
+@contextmanager
+def cpu_budget(seconds: float, what: str = "it") -> Iterator[None]:
+    """Fail instead of hanging.  The budget is this process's CPU time
+    (ITIMER_PROF), not wall time, so a busy machine does not trip it; a hang
+    is unbounded, so any budget catches it."""
+    def boom(*_: object) -> None:
+        raise AssertionError(f"{what} used over {seconds:.0f} s of CPU: it hangs")
+    old = signal.signal(signal.SIGPROF, boom)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)

@@ -26,13 +26,13 @@ Modes:
     refuses, the same through a lazily checked spec (``validate=False``, as
     the kernel's own BTF is read), which may only fail with ``BTFError``.
 ``ktypes``
-    Kernel types: a mutated BTF file (raw, or an ELF object) checked with
-    ``ebpf.btf.load_spec`` (what the loader calls on ``kernel_types``) and,
-    when accepted, handed to ``ebpf.Collection(spec, kernel_types=path)``
-    for a CO-RE program: libbpf parses it and relocates against it.  Needs
-    root and a kernel.
+    Kernel types: a mutated BTF file (raw, or an ELF object) as
+    ``ebpf.Collection(spec, kernel_types=path)`` of a CO-RE program: the
+    loader checks it with the BTF validator (``ebpf.btf.load_spec``), then
+    libbpf parses it and relocates against it.  Needs root and a kernel.
 ``ktypes-raw``
-    The same without the check: how often libbpf crashes on such files.
+    The same file handed straight to libbpf (``btf_custom_path``) with no
+    check: how often libbpf crashes on such files.
 
 Statuses: ``ok`` (accepted), ``rej`` (refused with a typed error before
 libbpf saw it), ``fail`` (refused with a typed error by libbpf or the
@@ -290,6 +290,42 @@ def _raw_libbpf():
     return raw_open
 
 
+def _raw_core_load():
+    """libbpf opening and loading the CO-RE object against a kernel-types
+    file (``btf_custom_path``) without any check of that file."""
+    import ctypes
+
+    class OpenOpts(ctypes.Structure):  # struct bpf_object_open_opts, libbpf 1.1
+        _fields_ = [("sz", ctypes.c_size_t), ("object_name", ctypes.c_char_p), ("relaxed_maps", ctypes.c_bool),
+                    ("pin_root_path", ctypes.c_char_p), ("attach_prog_fd", ctypes.c_uint32),
+                    ("kconfig", ctypes.c_char_p), ("btf_custom_path", ctypes.c_char_p)]
+
+    lib = ctypes.CDLL("libbpf.so.1")
+    lib.bpf_object__open_mem.restype = ctypes.c_void_p
+    lib.bpf_object__open_mem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.bpf_object__load.argtypes = [ctypes.c_void_p]
+    lib.bpf_object__close.argtypes = [ctypes.c_void_p]
+    lib.libbpf_get_error.argtypes = [ctypes.c_void_p]
+    lib.libbpf_get_error.restype = ctypes.c_long
+    lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
+    lib.libbpf_set_print(None)
+    obj_bytes = KTYPES_OBJECT.read_bytes()
+
+    def load(path: str) -> str:
+        opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), object_name=b"core_read", btf_custom_path=path.encode())
+        buf = ctypes.create_string_buffer(obj_bytes, len(obj_bytes))
+        obj = lib.bpf_object__open_mem(buf, len(obj_bytes), ctypes.byref(opts))
+        if lib.libbpf_get_error(obj):
+            return "fail open"
+        try:
+            err = lib.bpf_object__load(obj)
+        finally:
+            lib.bpf_object__close(obj)
+        return f"fail {err}" if err else "ok"
+
+    return load
+
+
 def exercise_btf(data: bytes) -> str:
     """Everything a user can do with parsed BTF; raises on a bug."""
     from ebpf import btf
@@ -359,9 +395,9 @@ def child_main(mode: str) -> None:
 
     logging.disable(logging.CRITICAL)
     raw_open = _raw_libbpf() if mode == "raw" else None
+    raw_core_load = _raw_core_load() if mode == "ktypes-raw" else None
     import ebpf
-    from ebpf import btf
-    from ebpf.errors import EBPFError
+    from ebpf.errors import EBPFError, InvalidObjectError
 
     ktypes_spec = None
     tmpdir = None
@@ -382,13 +418,13 @@ def child_main(mode: str) -> None:
         path = os.path.join(tmpdir, "kernel_types")
         with open(path, "wb") as f:
             f.write(data)
-        if mode == "ktypes":
-            try:
-                btf.load_spec(path)
-            except EBPFError as e:
-                return "rej " + _line(e)
+        if mode == "ktypes-raw":
+            assert raw_core_load is not None
+            return raw_core_load(path)
         try:
             coll = ebpf.Collection(ktypes_spec, kernel_types=path)
+        except InvalidObjectError as e:  # the validator's refusal (BTFError is one)
+            return "rej " + _line(e)
         except EBPFError as e:
             return "fail " + _line(e)
         coll.close()

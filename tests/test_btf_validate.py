@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import struct
 import sys
 from pathlib import Path
 from typing import Callable, Dict
@@ -286,3 +287,32 @@ def test_specs_say_whether_they_were_validated() -> None:
     assert not lazy.validated
     with pytest.raises(btf.BTFError):
         btf.validate(lazy.raw)
+
+
+# -- values BTF cannot hold ---------------------------------------------------------
+
+
+def _edit_ksym_object(section_size: int = 0, symbol_value: int = 0) -> bytes:
+    """btf_ksym.o with its .bss claiming ``section_size`` bytes, or its
+    variable ``addrs`` at offset ``symbol_value`` (ELF has 64 bits for both,
+    BTF's data sections 32)."""
+    data = bytearray(fixture_path("btf_ksym.o").read_bytes())
+    elf = _elf.ElfFile(bytes(data))
+    bss = elf.section_by_name(".bss")
+    assert bss is not None
+    if section_size:
+        struct.pack_into("<Q", data, elf._shoff + bss.index * 64 + 32, section_size)  # sh_size
+    if symbol_value:
+        sym = next(s for s in elf.symbols if s.name == "addrs")
+        assert elf.symtab is not None
+        struct.pack_into("<Q", data, elf.symtab.offset + sym.index * 24 + 8, symbol_value)  # st_value
+    return bytes(data)
+
+
+@pytest.mark.parametrize("edit", [{"section_size": 1 << 32}, {"section_size": (1 << 64) - 8},
+                                  {"symbol_value": 1 << 32}, {"symbol_value": (1 << 64) - 8}])
+def test_data_sections_and_offsets_beyond_32_bits_are_btf_errors(edit: Dict[str, int]) -> None:
+    """They raised a bare struct.error from the data-section fix-up."""
+    with pytest.raises(btf.BTFError, match="32-bit"):
+        btf.load_spec(_edit_ksym_object(**edit))
+    btf.load_spec(_edit_ksym_object(section_size=(1 << 32) - 1))  # the largest that fits

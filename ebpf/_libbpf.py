@@ -1110,11 +1110,6 @@ def prog_load(
     return ProgLoad(-1, -int(fd), log.decode(errors="replace"), full)
 
 
-def btf_load(raw: bytes) -> int:
-    """Load a raw BTF blob into the kernel; returns its fd."""
-    return int(lib.bpf_btf_load(raw, len(raw), None))
-
-
 def prog_fd_by_id(prog_id: int) -> int:
     """An fd of the program with kernel id ``prog_id``."""
     return int(lib.bpf_prog_get_fd_by_id(prog_id))

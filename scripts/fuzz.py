@@ -445,7 +445,7 @@ def child_main(mode: str) -> None:
                 result = one(data)
             except EBPFError as e:
                 result = "rej " + _line(e)
-            except BaseException as e:  # noqa: BLE001 - any other type is the bug we hunt
+            except BaseException as e:  # any other type is the bug we hunt
                 result = "bad " + _line(e)
             status, _, detail = result.partition(" ")
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

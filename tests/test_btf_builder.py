@@ -12,12 +12,35 @@ from typing import List
 
 import pytest
 
-from ebpf.ids import btf_info_from_id
 import ebpf.btf as btf
-from ebpf.btf import (Array, Builder, Const, Datasec, DeclTag, Enum, EnumValue, Float, Func, FuncParam, FuncProto,
-                      Fwd, Handle, Int, Member, Pointer, Struct, Typedef, TypeTag, Union, Var, VarSecinfo, Void,
-                      Volatile)
+from ebpf.btf import (
+    Array,
+    Builder,
+    Const,
+    Datasec,
+    DeclTag,
+    Enum,
+    EnumValue,
+    Float,
+    Func,
+    FuncParam,
+    FuncProto,
+    Fwd,
+    Handle,
+    Int,
+    Member,
+    Pointer,
+    Struct,
+    Typedef,
+    TypeTag,
+    Union,
+    Var,
+    VarSecinfo,
+    Void,
+    Volatile,
+)
 from ebpf.errors import ClosedError, KeyNotExistError, NotSupportedError, VerifierError
+from ebpf.ids import btf_info_from_id
 
 from conftest import fixture_path
 
@@ -159,7 +182,7 @@ def test_builder_output_is_accepted_by_the_kernel() -> None:
         Handle.from_id(0x7FFFFFFF)
     assert h.closed
     with pytest.raises(ClosedError):
-        h.fd
+        _ = h.fd
 
 
 @pytest.mark.kernel

@@ -236,5 +236,5 @@ def test_fields_named_self_or_twice_decode() -> None:
     constructor 'def __init__(self, self=...)': a SyntaxError."""
     s = Struct("odd", 12, [Member("self", u32, 0), Member("_f2", u32, 32), Member("x", u32, 64)])
     v = codec_for(s).decode(struct.pack("<III", 1, 2, 3))
-    assert (getattr(v, "self"), v._f2, v.x) == (1, 2, 3)
+    assert (v.self, v._f2, v.x) == (1, 2, 3)
     assert codec_for(s).encode(v) == struct.pack("<III", 1, 2, 3)

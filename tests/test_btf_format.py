@@ -11,16 +11,29 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
+from btftest import cpu_budget
 
 import ebpf.btf as btf
-from ebpf.btf import (Array, Builder, Enum, EnumValue, FuncParam, FuncProto, Int, Member, Pointer, Struct,
-                      Typedef, Union, Void)
+from ebpf.btf import (
+    Array,
+    Builder,
+    Enum,
+    EnumValue,
+    FuncParam,
+    FuncProto,
+    Int,
+    Member,
+    Pointer,
+    Struct,
+    Typedef,
+    Union,
+    Void,
+)
 
-from btftest import cpu_budget
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import fuzz  # noqa: E402
+import fuzz
 
 INT = Int("int", 4, 1)
 CHAR = Int("char", 1, 1)

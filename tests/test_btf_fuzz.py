@@ -7,12 +7,12 @@ import struct
 import time
 
 import pytest
+from btftest import cpu_budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ebpf.btf as btf
 
-from btftest import cpu_budget
 from conftest import CILIUM_TESTDATA, fixture_path
 
 

@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
+from btftest import CONST, FWD, TYPEDEF, VOLATILE, RawBuilder
 
 import ebpf.btf as btf
 from ebpf import _elf
 from ebpf._validate import check_btf
 from ebpf.errors import InvalidObjectError
 
-from btftest import CONST, FWD, TYPEDEF, VOLATILE, RawBuilder
 from conftest import CILIUM_TESTDATA, ROOT, fixture_path
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import fuzz  # noqa: E402
+import fuzz
 
 
 def _both_reject(blob: bytes, match: str = "") -> None:

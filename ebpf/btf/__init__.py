@@ -50,8 +50,8 @@ from .types import (
     Restrict,
     Struct,
     Type,
-    TypeTag,
     Typedef,
+    TypeTag,
     Union,
     Var,
     VarLinkage,
@@ -65,11 +65,11 @@ from .types import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers
+    from ..ids import btf_ids
     from .builder import Builder
     from .codec import Codec, codec_for
     from .format import declaration, declarator, format_c
     from .handle import Handle
-    from ..ids import btf_ids
 
 _LAZY = {
     "Builder": ".builder",

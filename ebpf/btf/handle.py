@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Union as _U
+from typing import Any, Optional
+from typing import Union as _U
 
 from .. import _libbpf
 from .._fd import FDOwner

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Dict, Iterator, List, Optional, Type as _PyType, Union as _U
+from typing import Dict, Iterator, List, Optional
+from typing import Type as _PyType
+from typing import Union as _U
 
 from ..errors import EBPFError
 from . import types as T
@@ -370,7 +372,7 @@ def _fixup_datasecs(btf: bytes, elf) -> bytes:
     raw = RawBTF(btf)
     patches = {}
     symbols = None
-    for n, off in enumerate(raw.offsets):
+    for off in raw.offsets:
         info = raw.words[off + 1]
         if (info >> 24) & 0x1F != Kind.DATASEC or raw.words[off + 2] != 0:
             continue

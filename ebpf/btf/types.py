@@ -12,7 +12,8 @@ computed iteratively with a set of pairs assumed equal, so cycles terminate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple, Union as _U
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+from typing import Union as _U
 
 from .parse import BTFError
 

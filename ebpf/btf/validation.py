@@ -238,7 +238,8 @@ class _Validator:
                 for m in range(vlen):
                     vtype = words[i + 3 + 3 * m]
                     if vtype >= end:
-                        raise BTFError(f"{what} (section variable {m}) refers to type id {vtype}, out of range (max {end - 1})")
+                        raise BTFError(f"{what} (section variable {m}) refers to type id {vtype}, "
+                                       f"out of range (max {end - 1})")
                     if vtype == 0:
                         raise BTFError(f"{what}: section entry {m} is void")
                     if kind[vtype] not in (_VAR, _FUNC):
@@ -482,7 +483,8 @@ class _Validator:
                 for nxt in it:
                     c = colour.get(nxt, 0)
                     if c == 1:
-                        raise BTFError(f"type {nxt}: struct or union contains itself (reference loop without a pointer in between)")
+                        raise BTFError(f"type {nxt}: struct or union contains itself "
+                                       "(reference loop without a pointer in between)")
                     if c == 0:
                         colour[nxt] = 1
                         stack.append((nxt, iter(contains.get(nxt, ()))))

@@ -46,11 +46,12 @@ if TYPE_CHECKING:
     from .collection import Collection, Variable, load_and_assign, new_collection
     from .elf_reader import load_collection_spec
     from .ids import map_from_id, map_ids, program_from_id, program_ids
-    from .info import MapInfo, ProgramInfo
+    from .info import MapInfo, ProgramInfo, ProgramStats
     from .maps import Map, load_pinned_map, new_map
     from .names import sanitize_name
     from .programs import Program, RunResult, load_pinned_program, new_program
     from .spec import CollectionSpec, MapSpec, ProgramSpec, VariableSpec
+    from .stats import StatsHandle, enable_stats
     from .typed import TypedMap
     from .types import AttachType, MapFlags, MapType, PinType, ProgramType, UpdateFlags
 
@@ -85,6 +86,9 @@ _LAZY_NAMES: dict[str, str] = {
     "MapFlags": ".types",
     "MapInfo": ".info",
     "ProgramInfo": ".info",
+    "ProgramStats": ".info",
+    "enable_stats": ".stats",
+    "StatsHandle": ".stats",
     "TypedMap": ".typed",
     "program_ids": ".ids",
     "map_ids": ".ids",

@@ -1425,6 +1425,15 @@ def struct_ops_unregister(map_fd: int, _lib: Any = lib, _key: bytes = _KEY0) -> 
     return int(_lib.bpf_map_delete_elem(map_fd, _key))
 
 
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+
+
+def enable_stats(kind: int = BPF_STATS_RUN_TIME) -> int:
+    """``BPF_ENABLE_STATS``: an fd that keeps the kernel collecting program
+    statistics of ``kind`` until it is closed (the caller owns it)."""
+    return int(lib.bpf_enable_stats(kind))
+
+
 def probe_prog_type(prog_type: int) -> int:
     """libbpf's probe: 1 if the type loads, 0 if not, -errno."""
     return int(lib.libbpf_probe_bpf_prog_type(prog_type, None))

@@ -195,28 +195,34 @@ class Linker:
         seen: Set[FuncKey] = {root}
         refs: Set[str] = set()
         spans = [(section, start, size)]
-        todo = self._called(self.sites(section, start, size), refs)
+        # libbpf's order (bpf_object__reloc_code): depth first, each
+        # function's callees in the order they are referenced, so that the
+        # spec's code is the code libbpf loads and their tags agree.
+        todo = self._called(self.sites(section, start, size), refs)[::-1]
         while todo:
-            key = todo.pop(0)
+            key = todo.pop()
             if key in seen:
                 continue
             seen.add(key)
             order.append(key)
             f = self.funcs[key]
             spans.append((f.section, f.start, f.size))
-            todo.extend(sorted(set(self._called(self.sites(f.section, f.start, f.size), refs)) - seen))
+            todo.extend(k for k in self._called(self.sites(f.section, f.start, f.size), refs)[::-1] if k not in seen)
         core = any(lo <= at < lo + n for sec, lo, n in spans for at in self.core.get(sec, ()))
         return ProgramGraph(tuple(order), tuple(sorted(refs)), core)
 
     @staticmethod
     def _called(sites: Dict[int, _Site], refs: Set[str]) -> List[FuncKey]:
-        called = set()
-        for site in sites.values():
+        """The functions ``sites`` call or take the address of, in the order
+        of their first reference; the maps they use are added to ``refs``."""
+        called: Dict[FuncKey, None] = {}
+        for at in sorted(sites):
+            site = sites[at]
             if site.kind in ("call", "func"):
-                called.add(site.target)
+                called.setdefault(site.target, None)  # type: ignore[arg-type]
             else:
                 refs.add(site.target)  # type: ignore[arg-type]
-        return sorted(called)  # type: ignore[arg-type]
+        return list(called)
 
     # -- decoding ----------------------------------------------------------------
 

@@ -477,7 +477,7 @@ class _ObjectJob:
             if os.path.exists(path):
                 fd = open_pinned(path, kind="map")
                 try:
-                    check_compatible(ms, map_info(fd), f"map {key} pinned at {path}")
+                    check_compatible(ms, map_info(fd, fdinfo=False), f"map {key} pinned at {path}")
                 finally:
                     os.close(fd)
             m.set_pin_path(path)

@@ -346,11 +346,27 @@ def prog_info(fd: int) -> bpf_prog_info:
     return _libbpf.obj_get_info(fd, bpf_prog_info())  # type: ignore[no-any-return]
 
 
-def prog_map_ids(fd: int, count: int) -> List[int]:
-    """The ids of (up to ``count``) maps the program uses."""
-    ids = (c_uint32 * count)()
-    info = _libbpf.obj_get_info(fd, bpf_prog_info(nr_map_ids=count, map_ids=ctypes.addressof(ids)))
-    return list(ids[: min(info.nr_map_ids, count)])
+def prog_arrays(fd: int, info: bpf_prog_info) -> "tuple[List[int], List[int], List[int]]":
+    """A program's map ids, jited symbol addresses and jited function
+    lengths, in one second info call sized by the first (``info``).  The
+    kernel leaves the addresses and lengths out (zero) without the privilege
+    to see kernel addresses (``kernel.kptr_restrict``)."""
+    n_maps, n_ksyms, n_lens = info.nr_map_ids, info.nr_jited_ksyms, info.nr_jited_func_lens
+    ids = (c_uint32 * max(n_maps, 1))()
+    ksyms = (c_uint64 * max(n_ksyms, 1))()
+    lens = (c_uint32 * max(n_lens, 1))()
+    second = bpf_prog_info(nr_map_ids=n_maps, nr_jited_ksyms=n_ksyms, nr_jited_func_lens=n_lens)
+    if n_maps:
+        second.map_ids = ctypes.addressof(ids)
+    if n_ksyms:
+        second.jited_ksyms = ctypes.addressof(ksyms)
+    if n_lens:
+        second.jited_func_lens = ctypes.addressof(lens)
+    got = _libbpf.obj_get_info(fd, second)
+    # A pointer the kernel zeroed: it withheld that array.
+    return (list(ids[: min(got.nr_map_ids, n_maps)]),
+            list(ksyms[: min(got.nr_jited_ksyms, n_ksyms)]) if got.jited_ksyms else [],
+            list(lens[: min(got.nr_jited_func_lens, n_lens)]) if got.jited_func_lens else [])
 
 
 def prog_xlated_insns(fd: int, size: int) -> bytes:

@@ -169,7 +169,7 @@ class Map(FDOwner, _MutableMapping):
         self = cls.__new__(cls)
         try:
             if spec is None:
-                spec = _spec_of(map_info(fd))
+                spec = _spec_of(map_info(fd, fdinfo=False))
         except BaseException:
             os.close(fd)
             raise
@@ -1082,7 +1082,7 @@ def load_pinned_map(path: "os.PathLike[str] | str", read_only: bool = False, *,
     fd = open_pinned(path, read_only, kind="map")
     if spec is not None:
         try:
-            check_compatible(spec, map_info(fd), f"map pinned at {os.fspath(path)}")
+            check_compatible(spec, map_info(fd, fdinfo=False), f"map pinned at {os.fspath(path)}")
         except BaseException:
             os.close(fd)
             raise

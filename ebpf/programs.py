@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Tuple
 from . import _libbpf, _loader
 from ._fd import FDOwner, in_flight, open_pinned
 from .errors import EBPFError, KeyNotExistError, NotSupportedError
-from .info import ProgramInfo, program_info
+from .info import ProgramInfo, ProgramStats, program_info, program_stats
 from .spec import ProgramSpec
 from .types import AttachType, ProgramType
 
@@ -121,6 +121,13 @@ class Program(FDOwner):
     def info(self) -> ProgramInfo:
         """What the kernel reports about this program."""
         return program_info(self.fd)
+
+    @in_flight
+    def stats(self) -> ProgramStats:
+        """The run count, run time and recursion misses the kernel counted
+        for this program while statistics were on (:func:`ebpf.enable_stats`,
+        cilium's ``Program.Stats``)."""
+        return program_stats(self.fd)
 
     def clone(self) -> "Program":
         """A second handle on the same program (a duplicated fd)."""

@@ -25,6 +25,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Set,
     Tuple,
     Type,
     TypeVar,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CollectionSpec", "MapSpec", "ProgramSpec", "VariableSpec", "VariableBase", "NameDict", "InstructionsLike",
-    "encode_instructions",
+    "encode_instructions", "instructions_tag",
 ]
 
 _V = TypeVar("_V")
@@ -202,6 +203,12 @@ class ProgramSpec:
     program read from ELF has the program followed by every function it
     calls.  ``attach_to`` names the hook (e.g. ``"syscalls/sys_enter_getpid"``
     for ``tracepoint/syscalls/sys_enter_getpid``).
+
+    ``attach_target`` is a loaded :class:`ebpf.Program` to load this one
+    against (cilium's ``AttachTarget``): an ``EXT`` program (freplace)
+    replacing, or a ``TRACING`` fentry/fexit program tracing, the function
+    ``attach_to`` of that program; the function's BTF id is looked up in the
+    target's BTF.  A copy of the spec refers to the same program.
     """
 
     name: str
@@ -213,6 +220,7 @@ class ProgramSpec:
     license: str = ""
     kernel_version: int = 0
     flags: int = 0
+    attach_target: Optional[Any] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.type = to_enum(ProgramType, self.type)
@@ -241,6 +249,25 @@ class ProgramSpec:
         raw = self._origin.linked()
         # The second half of each lddw (opcode 0x18) is not an instruction.
         return len(raw) // 8 - sum(1 for off in range(0, len(raw), 8) if raw[off] == 0x18)
+
+    def tag(self, algorithm: str = "sha1") -> str:
+        """The kernel's tag of these instructions, computed without the kernel
+        (cilium's ``ProgramSpec.Tag``): the first 8 bytes of the hash of the
+        instructions with map fds zeroed, in hex.
+
+        The kernel hashes with SHA-1 up to Linux 6.17 and with SHA-256 from
+        6.18 on (``algorithm="sha256"``); :meth:`compatible` tries both.  A
+        program whose loader rewrites instructions (CO-RE relocations,
+        kfunc ids) is tagged as the kernel saw it, which may differ.
+        """
+        return instructions_tag(self.instructions, algorithm)
+
+    def compatible(self, info: Any) -> bool:
+        """Whether the loaded program ``info`` (an :class:`ebpf.ProgramInfo`,
+        or its ``tag``) has these instructions: its tag is this spec's under
+        either hash the kernel uses (cilium's ``ProgramSpec.Compatible``)."""
+        tag = info if isinstance(info, str) else info.tag
+        return tag in (self.tag("sha256"), self.tag("sha1"))
 
     def __repr__(self) -> str:
         # Short: the instructions are counted, not listed (str(spec.instructions)
@@ -285,6 +312,43 @@ def _type_name(t: Any) -> str:
     """A BTF type as a repr shows it: ``Typedef 'u32'``, ``Struct 'record'``."""
     name = getattr(t, "name", "")
     return f"<{type(t).__name__} {name!r}>" if name else f"<{type(t).__name__}>"
+
+
+_LDDW = 0x18  # BPF_LD | BPF_IMM | BPF_DW
+_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE = 1, 2
+
+
+def instructions_tag(insns: Any, algorithm: str = "sha1") -> str:
+    """The kernel's tag of ``insns`` (see :meth:`ProgramSpec.tag`), as
+    ``bpf_prog_calc_tag`` computes it: ``lddw`` of a map fd or map value
+    address has both halves of its immediate zeroed (fds and value offsets
+    differ from load to load)."""
+    import hashlib
+
+    if algorithm not in ("sha1", "sha256"):
+        raise ValueError(f"algorithm must be 'sha1' or 'sha256', not {algorithm!r}")
+    raw = bytearray(encode_instructions(insns))
+    # A map load read from ELF with src 0 is a map fd load to the loader.
+    as_fd_load: Set[int] = set()
+    if hasattr(insns, "raw_offsets"):
+        slots = insns.raw_offsets()
+        as_fd_load = {slots[i] * 8 for i, ins in enumerate(insns)
+                      if ins.opcode == _LDDW and ins.src == 0 and ins.reference and not ins.reference.startswith(".")}
+    src_shift, dst_mask = (4, 0x0F) if sys.byteorder == "little" else (0, 0xF0)
+    was_ld_map = False
+    for off in range(0, len(raw), 8):
+        if off in as_fd_load:
+            raw[off + 1] = (raw[off + 1] & dst_mask) | (_PSEUDO_MAP_FD << src_shift)
+        src = (raw[off + 1] >> src_shift) & 0xF
+        if not was_ld_map and raw[off] == _LDDW and src in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
+            was_ld_map = True
+            raw[off + 4:off + 8] = bytes(4)
+        elif was_ld_map and not any(raw[off:off + 4]):
+            was_ld_map = False
+            raw[off + 4:off + 8] = bytes(4)
+        else:
+            was_ld_map = False
+    return hashlib.new(algorithm, bytes(raw)).hexdigest()[:16]
 
 
 class VariableBase:

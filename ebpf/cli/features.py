@@ -18,6 +18,9 @@ ITERATOR_TARGETS = ("task", "task_file", "task_vma", "bpf_map", "bpf_map_elem", 
 MISC_PROBES = ("have_bounded_loops", "have_large_instructions", "have_v2_isa", "have_v3_isa", "have_v4_isa",
                "have_batch_api")
 
+# Link kinds features.have_link_type probes (ebpf.link.LinkType names).
+LINK_KINDS = ("KPROBE_MULTI", "UPROBE_MULTI", "TCX", "NETKIT", "NETFILTER")
+
 # Program types that load only against an attach target: no helper probe
 # without one.
 _NEEDS_TARGET = ("TRACING", "EXT", "LSM", "STRUCT_OPS")
@@ -27,7 +30,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "features", help="probe what this kernel and libbpf support",
         description="Probe the running kernel and the installed libbpf: program types, map types, the "
-                    "helpers each program type may call, attach kinds, iterator targets, and what the "
+                    "helpers each program type may call, attach kinds, iterator targets, map flags, link "
+                    "kinds, instruction set versions and limits, and what the "
                     "kernel refuses by policy (lockdown, sysctls).  Each probe runs once.  Needs CAP_BPF or "
                     "root for most answers.")
     p.add_argument("--no-helpers", action="store_true", help="skip the helper probes (the slowest part)")
@@ -106,9 +110,11 @@ def _tracefs() -> Verdict:
     return probe(tracefs)
 
 
-def attach_kinds(prog_types: Dict[str, Verdict], tracing: Verdict) -> Dict[str, Verdict]:
-    """Each hook ebpf.link attaches to, from the program type it needs and
-    the kernel facility behind it."""
+def attach_kinds(prog_types: Dict[str, Verdict], tracing: Verdict,
+                 links: Optional[Dict[str, Verdict]] = None) -> Dict[str, Verdict]:
+    """Each hook ebpf.link attaches to, from the program type it needs, the
+    kernel facility behind it and, for hooks attached by a link kind of
+    their own, the link probe (``links``: :func:`link_types`)."""
     def both(*vs: Verdict) -> Verdict:
         for v in vs:
             if v.status != "yes":
@@ -122,6 +128,7 @@ def attach_kinds(prog_types: Dict[str, Verdict], tracing: Verdict) -> Dict[str, 
     lsms = _read("/sys/kernel/security/lsm")
     bpf_lsm = Verdict("yes") if lsms is None or "bpf" in lsms.split(",") else \
         Verdict("no", f"the bpf LSM is not active (lsm={lsms})")
+    link = (links or {}).get
     return {
         "tracepoint": both(pt("tracepoint", none), _tracefs()),
         "raw_tracepoint": pt("raw_tracepoint", none),
@@ -129,12 +136,16 @@ def attach_kinds(prog_types: Dict[str, Verdict], tracing: Verdict) -> Dict[str, 
         "fentry/fexit/fmod_ret": tracing,
         "lsm": both(tracing, bpf_lsm),
         "kprobe/kretprobe": both(pt("kprobe", none), kprobe_pmu),
+        "kprobe.multi": both(pt("kprobe", none), link("kprobe_multi", none)),
         "uprobe/uretprobe/usdt": both(pt("kprobe", none), uprobe_pmu),
+        "uprobe.multi": both(pt("kprobe", none), link("uprobe_multi", none)),
         "perf_event": pt("perf_event", none),
         "iter": pt("tracing", none),
         "cgroup": both(pt("cgroup_skb", none), _facility("/sys/fs/cgroup", "no cgroup filesystem")),
         "xdp": pt("xdp", none),
         "tc": pt("sched_cls", none),
+        "tcx": both(pt("sched_cls", none), link("tcx", none)),
+        "netkit": both(pt("sched_cls", none), link("netkit", none)),
         "netfilter": pt("netfilter", none),
         "sk_lookup": pt("sk_lookup", none),
         "socket_filter": pt("socket_filter", none),
@@ -157,6 +168,28 @@ def _helpers(ptype: Any) -> List[str]:
     return found
 
 
+def map_flags() -> Dict[str, Verdict]:
+    """features.have_map_flag for every flag it has a probe for."""
+    from .. import features as F
+    from ..types import MapFlags
+
+    out = {}
+    for flag in MapFlags:
+        try:
+            out[name_of(flag)] = probe(F.have_map_flag, flag)
+        except ValueError:  # a flag that needs more than a map to probe
+            continue
+    return out
+
+
+def link_types() -> Dict[str, Verdict]:
+    """features.have_link_type for the link kinds it probes."""
+    from .. import features as F
+    from ..link import LinkType
+
+    return {name_of(LinkType[n]): probe(F.have_link_type, LinkType[n]) for n in LINK_KINDS}
+
+
 def collect(helpers: bool = True) -> Dict[str, Any]:
     from .. import features as F
     from ..types import MapType, ProgramType
@@ -164,12 +197,15 @@ def collect(helpers: bool = True) -> Dict[str, Any]:
     prog_types = {name_of(t): probe(F.have_program_type, t) for t in ProgramType if t != ProgramType.UNSPEC}
     map_types = {name_of(t): probe(F.have_map_type, t) for t in MapType if t != MapType.UNSPEC}
     tracing = probe(F.have_tracing_programs)
+    links = link_types()
     doc: Dict[str, Any] = {
         "system": system(),
         "program_types": prog_types,
         "map_types": map_types,
-        "attach_kinds": attach_kinds(prog_types, tracing),
+        "attach_kinds": attach_kinds(prog_types, tracing, links),
         "iterators": {t: probe(F.have_iterator, t) for t in ITERATOR_TARGETS},
+        "map_flags": map_flags(),
+        "link_types": links,
         "misc": {n[len("have_"):]: probe(getattr(F, n)) for n in MISC_PROBES if hasattr(F, n)},
     }
     doc["misc"]["object_names"] = Verdict("yes" if F.object_names_supported() else "no")
@@ -184,7 +220,7 @@ def collect(helpers: bool = True) -> Dict[str, Any]:
 def refusals(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
     """(what, why) of every probe refused by policy."""
     out = []
-    for section in ("program_types", "map_types", "attach_kinds", "iterators", "misc"):
+    for section in ("program_types", "map_types", "attach_kinds", "iterators", "map_flags", "link_types", "misc"):
         for name, v in doc[section].items():
             if v.status == "policy":
                 out.append((f"{section.replace('_', ' ')[:-1]} {name}", v.detail))
@@ -232,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
     _verdict_table("map types", doc["map_types"], True)
     _verdict_table("attach kinds", doc["attach_kinds"], True)
     _verdict_table("iterator targets", doc["iterators"], True)
+    _verdict_table("map flags", doc["map_flags"], True)
+    _verdict_table("link types", doc["link_types"], True)
     _verdict_table("misc", doc["misc"], True)
     if "helpers" in doc:
         import textwrap

@@ -27,6 +27,11 @@ after what the program wrote (a 16-byte sample reads back as 20 bytes).  A
 Reading, timeouts, ``close()``, ``flush()``, iteration and asyncio behave as
 for :class:`ebpf.ringbuf.Reader` (same thread-safety rules).  The rings are
 walked in Python through the mapping, like the ring buffer reader.
+
+``Reader(..., overwritable=True)`` keeps the newest records instead: the
+kernel writes each ring backwards and overwrites the oldest records when it
+is full; the reader is read while paused, newest first (see
+:class:`Reader`).
 """
 
 from __future__ import annotations
@@ -63,12 +68,16 @@ _DATA_OFFSET = 1040
 _DATA_SIZE = 1048
 
 _ENODEV = 19
+_EBUSY = 16
 _ORDER = sys.byteorder
 
 _HEADER = struct.Struct("=IHH")  # perf_event_header: type, misc, size
 _LOST = struct.Struct("=8xQQ")  # header, id, lost
 _SAMPLE_HEAD = struct.Struct("=I2xHI")  # type, size, raw size
 _MAX_RUN = 1024
+_U64 = (1 << 64) - 1
+# enum perf_event_type, PERF_RECORD_MMAP .. PERF_RECORD_AUX_OUTPUT_HW_ID.
+_KNOWN_RECORDS = frozenset(range(1, 22))
 
 
 class Record(NamedTuple):
@@ -107,9 +116,18 @@ def ring_bytes(per_cpu_buffer: int) -> int:
 
 
 class _CPURing:
-    """One CPU's perf event and its mapped ring."""
+    """One CPU's perf event and its mapped ring.
 
-    def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[SampleDecoder]) -> None:
+    ``overwritable``: the kernel writes backwards into a ring mapped
+    read-only, overwriting the oldest records when it is full (perf's
+    overwrite mode, cilium's ``Overwritable``).  Such a ring has no tail the
+    reader moves: each time the unread window is used up, the window
+    becomes what was written since the last look (at most the ring's size),
+    read from the newest record to the oldest.
+    """
+
+    def __init__(self, cpu: int, data_size: int, watermark: int, wakeup_events: int, decoders: Optional[SampleDecoder],
+                 overwritable: bool = False) -> None:
         attr = _syscall.perf_event_attr(
             type=PERF_TYPE_SOFTWARE,
             config=PERF_COUNT_SW_BPF_OUTPUT,
@@ -121,11 +139,15 @@ class _CPURing:
             attr.wakeup_watermark = watermark
         else:
             attr.wakeup_events = wakeup_events or 1
+        attr.write_backward = int(overwritable)
         self.cpu = cpu
         self.decoders = decoders
+        self.overwritable = overwritable
         self.fd = _syscall.perf_event_open(attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC, what=f"perf_event_open(BPF_OUTPUT, cpu {cpu})")
+        # A mapping without PROT_WRITE is what puts the ring in overwrite mode.
+        prot = mmap.PROT_READ if overwritable else mmap.PROT_READ | mmap.PROT_WRITE
         try:
-            self._mm = mmap.mmap(self.fd, mmap.PAGESIZE + data_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._mm = mmap.mmap(self.fd, mmap.PAGESIZE + data_size, mmap.MAP_SHARED, prot)
         except OSError as exc:
             os.close(self.fd)
             raise _libbpf.errno_error(exc.errno or 22, f"mmap of the perf ring of CPU {cpu}") from None
@@ -135,19 +157,54 @@ class _CPURing:
         self.offset = meta[_DATA_OFFSET // 8] or mmap.PAGESIZE
         self.size = meta[_DATA_SIZE // 8] or data_size
         self.mask = self.size - 1
+        # Overwritable rings: the unread window [read, end) of positions,
+        # and head, where the kernel had written last time we looked.
+        self.head = self.read = self.end = meta[_DATA_HEAD // 8]
 
     def available(self) -> int:
+        if self.overwritable:
+            new = (self.head - self._q[_DATA_HEAD // 8]) & _U64
+            return min(new + ((self.end - self.read) & _U64), self.size)
         return self._q[_DATA_HEAD // 8] - self._q[_DATA_TAIL // 8]
 
     def drain(self, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
+        if self.overwritable:
+            return self._drain_backward(out, limit, raw, lost)
         tail = self._q[_DATA_TAIL // 8]  # re-read: another reader may have consumed
         head = self._q[_DATA_HEAD // 8]
         if tail >= head:
             return 0
-        # Parse a bounded window (a record is under 64 KiB), so a call that
-        # wants few records does not touch a whole large ring.
-        window = min(head - tail, max(1 << 17, limit * 64))
-        start = self.offset + (tail & self.mask)
+        n, used = self._parse_window(tail, head - tail, out, limit, raw, lost)
+        if used:
+            self._q[_DATA_TAIL // 8] = tail + used  # aligned 8-byte store: release on x86-64
+        return n
+
+    def _drain_backward(self, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
+        if self.read == self.end:
+            # The last window is used up: the next one is everything the
+            # kernel wrote (backwards, from the new head) since, unless it
+            # wrapped, in which case the newest ring's worth.
+            head = self._q[_DATA_HEAD // 8]
+            written = (self.head - head) & _U64
+            if not written:
+                return 0
+            self.end = (head + min(written, self.size)) & _U64
+            self.read = self.head = head
+        left = (self.end - self.read) & _U64
+        n, used = self._parse_window(self.read, left, out, limit, raw, lost)
+        if n < limit:
+            used = left  # the rest is no whole record: the oldest, partly overwritten, or none
+        self.read = (self.read + used) & _U64
+        return n
+
+    def _parse_window(self, pos: int, length: int, out: List[Any], limit: int, raw: bool,
+                      lost: List[int]) -> Tuple[int, int]:
+        """Parse up to ``limit`` records of the ``length`` bytes at ring
+        position ``pos``; returns (records, bytes used)."""
+        # A bounded window (a record is under 64 KiB), so a call that wants
+        # few records does not touch a whole large ring.
+        window = min(length, max(1 << 17, limit * 64))
+        start = self.offset + (pos & self.mask)
         stop = start + window
         end_of_ring = self.offset + self.size
         if stop <= end_of_ring:
@@ -157,14 +214,14 @@ class _CPURing:
             # buffers): parse a contiguous copy.
             buf = self._mm[start:end_of_ring] + self._mm[self.offset : self.offset + (stop - end_of_ring)]
         try:
-            return self._parse(buf, tail, out, limit, raw, lost)
+            return self._parse(buf, out, limit, raw, lost)
         finally:
             if type(buf) is memoryview:
                 buf.release()
 
-    def _parse(self, buf: Any, tail: int, out: List[Any], limit: int, raw: bool, lost: List[int]) -> int:
+    def _parse(self, buf: Any, out: List[Any], limit: int, raw: bool, lost: List[int]) -> Tuple[int, int]:
         avail = len(buf)
-        cpu, dec = self.cpu, self.decoders
+        cpu, dec, backward = self.cpu, self.decoders, self.overwritable
         rep = itertools.repeat
         head_of = _HEADER.unpack_from
         singles: List[Any] = []
@@ -189,32 +246,35 @@ class _CPURing:
                         out.append(samples)
                     else:
                         left = avail - pos
-                        remaining = range(left - size, left - size * (run + 1), -size)
+                        remaining: Any = range(left - size, left - size * (run + 1), -size) if not backward \
+                            else rep(-1)
                         values = dec.many(size - 12, samples, buf, pos + 12, size) if dec is not None else rep(None)
                         out.append(map(_new, rep(Record), zip(rep(cpu), samples, rep(0), remaining, values)))
                     pos += run * size
                     n += run
                     continue
                 raw_size = _SAMPLE_HEAD.unpack_from(buf, pos)[2]
+                if raw_size + 12 > size:
+                    break  # not a sample: an overwritten record of a backward ring
                 sample = bytes(buf[pos + 12 : pos + 12 + raw_size])
                 pos += size
                 value = dec.one(sample) if dec is not None and not raw else None
-                singles.append(Record(cpu, sample, 0, avail - pos, value))
+                singles.append(Record(cpu, sample, 0, -1 if backward else avail - pos, value))
                 n += 1
             elif rtype == PERF_RECORD_LOST:
                 count = _LOST.unpack_from(buf, pos)[1]
                 pos += size
                 lost[0] += count
                 if not raw:  # read_samples() returns samples only; the total still counts
-                    singles.append(Record(cpu, b"", count, avail - pos))
+                    singles.append(Record(cpu, b"", count, -1 if backward else avail - pos))
                     n += 1
+            elif backward and rtype not in _KNOWN_RECORDS:
+                break  # bytes of a record the kernel overwrote, not a header
             else:
                 pos += size  # other record kinds carry nothing for us
         if singles:
             out.append([r.raw_sample for r in singles] if raw else singles)
-        if pos:
-            self._q[_DATA_TAIL // 8] = tail + pos  # aligned 8-byte store: release on x86-64
-        return n
+        return n, pos
 
     def close(self, _close: Callable[[int], None] = os.close) -> None:
         self._q.release()
@@ -247,6 +307,20 @@ class Reader(EventReader):
     at the latest when garbage collected).  CPUs that are offline are
     skipped.  :meth:`pause` and :meth:`resume` take the fds out of the map
     and put them back (programs' outputs fail with ENOENT meanwhile).
+
+    ``overwritable=True`` (cilium's ``ReaderOptions.Overwritable``) makes
+    each ring a flight recorder: when it is full the kernel overwrites the
+    oldest records instead of dropping new ones (no ``lost_samples`` then).
+    Such a reader is read while paused (else :class:`~ebpf.errors.EBPFError`
+    with ``EBUSY``): each CPU's records come newest first, each once, with
+    ``remaining == -1``; after a :meth:`resume`, the next reads while paused
+    return what was written since (the newest ring's worth of it)::
+
+        rd = perf.Reader(m, 4096, overwritable=True)
+        ...                       # programs write; old records are overwritten
+        rd.pause()
+        newest_first = rd.flush()
+        rd.resume()
     """
 
     _kind = "perf reader"
@@ -259,10 +333,13 @@ class Reader(EventReader):
         watermark: int = 0,
         wakeup_events: int = 0,
         value_type: Any = None,
+        overwritable: bool = False,
     ) -> None:
         self._init_state()
         self._rings: List[_CPURing] = []
         self._map_fd = -1
+        self._overwritable = bool(overwritable)
+        self._paused = False
         # Bound now: _free() runs from the finalizer too, when module
         # globals may already be gone.
         self._delete_elem = _libbpf.map_elem_calls()[3]
@@ -299,7 +376,7 @@ class Reader(EventReader):
             ncpus = min(map.info().max_entries, _libbpf.num_possible_cpus())
             for cpu in range(ncpus):
                 try:
-                    ring = _CPURing(cpu, data_size, watermark, wakeup_events, decoders)
+                    ring = _CPURing(cpu, data_size, watermark, wakeup_events, decoders, self._overwritable)
                 except EBPFError as exc:
                     if exc.errno == _ENODEV:
                         continue  # offline CPU
@@ -322,6 +399,16 @@ class Reader(EventReader):
     def cpus(self) -> List[int]:
         """The CPUs with a ring (offline CPUs have none)."""
         return [r.cpu for r in self._rings]
+
+    @property
+    def overwritable(self) -> bool:
+        """Whether the rings overwrite their oldest records (see the class docstring)."""
+        return self._overwritable
+
+    @property
+    def paused(self) -> bool:
+        """Whether :meth:`pause` took the event fds out of the map."""
+        return self._paused
 
     @property
     def lost_samples(self) -> int:
@@ -350,6 +437,7 @@ class Reader(EventReader):
                     ret = delete(self._map_fd, key)
                     if ret < 0 and ret != -2:
                         raise _libbpf.errno_error(-ret, f"perf.Reader: removing the event fd of CPU {r.cpu} from map {self._map.name}")
+            self._paused = not install
 
     def pause(self) -> None:
         """Stop accepting samples: the event fds leave the map."""
@@ -360,6 +448,10 @@ class Reader(EventReader):
         self._set_entries(True)
 
     def _drain(self, out: List[Any], limit: int, raw: bool) -> int:
+        if self._overwritable and not self._paused:
+            # The kernel may be overwriting what would be read.
+            raise EBPFError(f"perf.Reader of map {self._map.name!r}: an overwritable reader is read while paused "
+                            "(call pause() first)", _EBUSY)
         rings = self._rings
         k = len(rings)
         start = self._next
@@ -387,6 +479,7 @@ class Reader(EventReader):
         close_all(closers)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._rings)} CPUs x {self.per_cpu_buffer} bytes"
+        state = "closed" if self._closed else f"{len(self._rings)} CPUs x {self.per_cpu_buffer} bytes" + (
+            " overwritable" if self._overwritable else "")
         return f"<perf.Reader {self._map.name!r} {state}>"
 

@@ -942,8 +942,10 @@ class ObjectProgram:
     def set_autoload(self, load: bool) -> None:
         lib.bpf_program__set_autoload(self._p, load)
 
-    def set_attach_target(self, name: str) -> None:
-        lib.bpf_program__set_attach_target(self._p, 0, name.encode())
+    def set_attach_target(self, name: str, prog_fd: int = 0) -> None:
+        """The kernel function ``name`` to attach to, or with ``prog_fd`` the
+        function ``name`` of that BPF program (freplace, fentry/fexit)."""
+        lib.bpf_program__set_attach_target(self._p, prog_fd, name.encode())
 
     def set_log(self, size: int, level: int = 0) -> None:
         """Give the verifier a log buffer of ``size`` bytes (and a level, if not 0)."""
@@ -1075,6 +1077,7 @@ def prog_load(
     flags: int = 0,
     kern_version: int = 0,
     attach_btf_id: int = 0,
+    attach_prog_fd: int = 0,
     btf_fd: int = -1,
     func_info: Optional[List[int]] = None,
     log_level: int = 0,
@@ -1083,7 +1086,9 @@ def prog_load(
     """``bpf_prog_load``; never raises for the kernel's refusal.
 
     ``func_info`` is a flat list of (instruction offset, BTF type id) pairs
-    of ``bpf_func_info`` records in ``btf_fd``'s BTF.
+    of ``bpf_func_info`` records in ``btf_fd``'s BTF.  ``attach_prog_fd``
+    (with ``attach_btf_id`` an id in that program's BTF) loads against
+    another BPF program: freplace, fentry/fexit on a BPF function.
     """
     log_buf = ctypes.create_string_buffer(log_size) if log_level else None
     records = (c_uint32 * len(func_info))(*func_info) if func_info else None
@@ -1096,6 +1101,7 @@ def prog_load(
         prog_flags=flags,
         kern_version=kern_version,
         attach_btf_id=attach_btf_id,
+        attach_prog_fd=attach_prog_fd,
         log_level=log_level,
         log_size=log_size if log_level else 0,
         log_buf=ctypes.addressof(log_buf) if log_buf is not None else None,

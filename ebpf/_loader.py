@@ -20,6 +20,7 @@ that reads the private origin of a spec.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import hashlib
 import os
@@ -30,12 +31,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 from . import _elf, _libbpf, features
 from ._fd import check_pin_path, open_pinned
 from ._privilege import load_refusal
-from .errors import EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError, VerifierError
-from .info import map_info
+from .errors import ClosedError, EBPFError, InvalidObjectError, KeyNotExistError, NotSupportedError, VerifierError
+from .info import map_info, program_info
 from .maps import MAP_IN_MAP_TYPES, Map, check_compatible
 from .names import object_name
 from .spec import CollectionSpec, MapSpec, ProgramSpec, _decoded, _ObjectOrigin
-from .types import MapType, PinType, ProgramType
+from .types import AttachType, MapType, PinType, ProgramType
 
 if TYPE_CHECKING:
     from .btf import Spec as BTFSpec
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOG_SIZE_MIN", "LOG_SIZE_MAX", "TRACING_TYPES", "ObjectLoad", "load_object", "load_program", "load_own",
     "load_error", "verifier_error", "references", "elf_maps", "elf_of", "elf_map_name", "fill_contents", "pin_file",
+    "check_attach_target", "attach_target_btf_id",
 ]
 
 KernelTypes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "BTFSpec", None]
@@ -173,6 +175,7 @@ def load_program(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0, l
     ``maps`` given replace the object's (they must be compatible), and the
     others it uses are created for it and live as long as it does.
     """
+    check_attach_target(ps)
     origin = ps._origin
     if origin is None or origin.collection is None:
         _check_kernel_types(kernel_types)
@@ -214,15 +217,25 @@ def load_own(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0,
     """Load one program from its instructions with ``bpf_prog_load``."""
     if ps._origin is not None and ps._origin.collection is not None:
         raise _core_edited(ps)
+    check_attach_target(ps)
     insns = _resolved_instructions(ps, maps)
     if not insns:
         raise ValueError(f"program {ps.name}: no instructions")
     if not ps.license:
         raise ValueError(f"program {ps.name}: license is empty (the kernel needs one, e.g. 'GPL')")
     name = object_name(ps.name) if features.object_names_supported() else ""
-    attach_btf_id = 0
-    if ps.type in TRACING_TYPES and ps.attach_to and ps.type != ProgramType.EXT:
-        attach_btf_id = _vmlinux_btf_id(ps.attach_to, ps.attach_type)
+    with _attach_targets([ps]) as target_fds:
+        attach_prog_fd = target_fds.get(ps.name, 0)
+        attach_btf_id = 0
+        if attach_prog_fd:
+            attach_btf_id = attach_target_btf_id(ps, attach_prog_fd)
+        elif ps.type in TRACING_TYPES and ps.attach_to and ps.type != ProgramType.EXT:
+            attach_btf_id = _vmlinux_btf_id(ps.attach_to, ps.attach_type)
+        return _load_own(ps, insns, name, attach_prog_fd, attach_btf_id, log_level, log_size)
+
+
+def _load_own(ps: ProgramSpec, insns: bytes, name: str, attach_prog_fd: int, attach_btf_id: int, log_level: int,
+              log_size: Optional[int]) -> Tuple[int, str]:
     btf_fd, func_info = _func_info(ps)
     try:
         size = max(log_size or LOG_SIZE_MIN, 1024)
@@ -231,7 +244,7 @@ def load_own(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0,
             r = _libbpf.prog_load(
                 int(ps.type), name, ps.license, insns,
                 expected_attach_type=int(ps.attach_type), flags=ps.flags, kern_version=ps.kernel_version,
-                attach_btf_id=attach_btf_id, btf_fd=btf_fd, func_info=func_info,
+                attach_btf_id=attach_btf_id, attach_prog_fd=attach_prog_fd, btf_fd=btf_fd, func_info=func_info,
                 log_level=level, log_size=size,
             )
             if r.fd >= 0:
@@ -302,6 +315,88 @@ def _vmlinux_btf_id(target: str, attach_type: Any) -> int:
 
 
 # --------------------------------------------------------------------------
+# Attach targets: programs loaded against another BPF program
+
+
+# (program type, attach type) that load against a function of another
+# program (cilium's findTargetInProgram): freplace, fentry and fexit.
+_PROGRAM_TARGET_KINDS = frozenset({
+    (ProgramType.EXT, AttachType.NONE),
+    (ProgramType.TRACING, AttachType.TRACE_FENTRY),
+    (ProgramType.TRACING, AttachType.TRACE_FEXIT),
+})
+
+
+def check_attach_target(ps: ProgramSpec) -> None:
+    """Refuse, before any syscall, an ``attach_target`` the kernel could
+    not take: not a Program, a program type other than EXT or TRACING
+    fentry/fexit, or no function named in ``attach_to``."""
+    target = ps.attach_target
+    if target is None:
+        return
+    if getattr(target, "_kind", None) != "program" or not hasattr(target, "_using"):
+        raise TypeError(f"program {ps.name}: attach_target must be a loaded ebpf.Program, "
+                        f"not {type(target).__name__}")
+    if (ps.type, ps.attach_type) not in _PROGRAM_TARGET_KINDS:
+        t = getattr(ps.type, "name", ps.type)
+        at = getattr(ps.attach_type, "name", ps.attach_type)
+        raise InvalidObjectError(
+            f"program {ps.name}: only EXT programs (freplace) and TRACING programs with attach type "
+            f"TRACE_FENTRY or TRACE_FEXIT load against another program, not {t} with attach type {at}")
+    if not ps.attach_to:
+        raise InvalidObjectError(f"program {ps.name}: attach_target needs attach_to, the name of the "
+                                 f"function of program {target.name} to attach to")
+
+
+@contextlib.contextmanager
+def _attach_targets(specs: Sequence[ProgramSpec]) -> Any:
+    """name -> fd of each spec's attach target, held in flight (so that a
+    concurrent close() cannot hand the number to another object) until the
+    block ends."""
+    fds: Dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        for ps in specs:
+            if ps.attach_target is not None:
+                try:
+                    fds[ps.name] = stack.enter_context(ps.attach_target._using())
+                except ClosedError:
+                    raise ClosedError(f"attach_target of program {ps.name} (a program)") from None
+        yield fds
+
+
+def attach_target_btf_id(ps: ProgramSpec, target_fd: int) -> int:
+    """The BTF id of the FUNC ``ps.attach_to`` in the BTF of the program
+    behind ``target_fd`` (what ``attach_btf_id`` means with ``attach_prog_fd``)."""
+    target = ps.attach_target
+    tname = getattr(target, "name", "?")
+    info = program_info(target_fd)
+    if not info.btf_id:
+        raise NotSupportedError(f"program {ps.name}: attach target program {tname} has no BTF",
+                                detail="load it with BTF (from an ELF object built with -g) to attach to its functions")
+    from . import btf  # a lazily loaded subpackage
+
+    fd = _libbpf.btf_get_fd_by_id(info.btf_id)
+    try:
+        from . import _syscall
+
+        raw = _syscall.btf_data(fd)
+    finally:
+        os.close(fd)
+    types = btf.Spec.from_raw(raw, validate=False)  # the kernel checked it when it was loaded
+    try:
+        func = types.type_by_name(ps.attach_to, btf.Func)
+    except btf.AmbiguousTypeError:
+        raise InvalidObjectError(f"program {ps.name}: attach target function {ps.attach_to!r} names several "
+                                 f"functions in the BTF of program {tname}") from None
+    except btf.TypeNotFoundError:
+        funcs = sorted(f.name for f in types if isinstance(f, btf.Func))
+        raise KeyNotExistError(
+            f"program {ps.name}: attach target function {ps.attach_to!r} is not in the BTF of program {tname} "
+            f"(its functions: {', '.join(funcs) or 'none'})") from None
+    return types.type_id(func)
+
+
+# --------------------------------------------------------------------------
 # Objects through libbpf
 
 
@@ -351,8 +446,10 @@ def load_object(
         raise ValueError("the spec was not read from an ELF object")
     if pin_path is not None:
         check_pin_path(os.path.join(pin_path, "x"))
-    btf_path = _kernel_types_file(kernel_types)
     job = _ObjectJob(spec, programs, maps, dict(replacements or {}), pin_path, log_level, program_specs)
+    for ps in job.wanted_specs():
+        check_attach_target(ps)
+    btf_path = _kernel_types_file(kernel_types)
     # Without log_level nothing is logged unless a load fails: then the
     # load is repeated with log buffers (allocating them for every program
     # of every load costs more than the rare second load).
@@ -386,12 +483,16 @@ class _ObjectJob:
         self.log_level = log_level
         self.program_specs = dict(spec.programs)
         self.program_specs.update(program_specs or {})
+        self.target_fds: Dict[str, int] = {}
 
     def wanted_map(self, key: str) -> bool:
         return key in self.spec.maps and (self.only_maps is None or key in self.only_maps)
 
     def wanted_program(self, name: str) -> bool:
         return name in self.program_specs and (self.only_programs is None or name in self.only_programs)
+
+    def wanted_specs(self) -> List[ProgramSpec]:
+        return [ps for name, ps in self.program_specs.items() if self.wanted_program(name)]
 
     def pin_file(self, ms: MapSpec) -> str:
         return pin_file(self.pin_path, ms)
@@ -400,7 +501,8 @@ class _ObjectJob:
         out = ObjectLoad()
         temp_fds: List[int] = []
         try:
-            with _libbpf.open_object(self.origin.elf, self.origin.object_name, btf_path) as obj:
+            with _attach_targets(self.wanted_specs()) as self.target_fds, \
+                    _libbpf.open_object(self.origin.elf, self.origin.object_name, btf_path) as obj:
                 created = self.prepare_maps(obj, temp_fds)
                 progs = self.prepare_programs(obj, log_size, out)
                 err = obj.load()
@@ -554,7 +656,11 @@ class _ObjectJob:
                 p.set_flags(ps.flags)
             if insns is not ps._origin.raw:  # type: ignore[union-attr]
                 p.set_instructions(insns)
-            if ps.type in TRACING_TYPES and ps.attach_to and ps.section_name.split("/", 1)[-1] != ps.attach_to:
+            target_fd = self.target_fds.get(name)
+            if target_fd is not None:
+                attach_target_btf_id(ps, target_fd)  # a missing function is our typed error, not libbpf's
+                p.set_attach_target(ps.attach_to, target_fd)
+            elif ps.type in TRACING_TYPES and ps.attach_to and ps.section_name.split("/", 1)[-1] != ps.attach_to:
                 p.set_attach_target(ps.attach_to)
             if log_size:
                 p.set_log(log_size, self.log_level)

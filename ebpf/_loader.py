@@ -51,6 +51,10 @@ KernelTypes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "BTFS
 """What ``kernel_types=`` takes: the BTF that CO-RE relocates against, as a
 path (raw BTF or an ELF with BTF), raw BTF bytes or an ``ebpf.btf.Spec``."""
 
+RelocationTargets = Optional[Sequence["BTFSpec"]]
+"""What ``extra_relocation_targets=`` takes: BTF searched beside the kernel
+types (a kernel module's, say), as ``ebpf.btf.Spec`` objects."""
+
 # Smallest and largest verifier log buffers tried.  The kernel caps the
 # size at UINT32_MAX >> 2; a log that big is a runaway, so stop at 256 MiB.
 LOG_SIZE_MIN = 64 * 1024
@@ -167,7 +171,8 @@ def _core_relo_failures(log_text: str, warnings: Sequence[str]) -> List[str]:
 
 
 def load_program(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0, log_size: Optional[int] = None,
-                 kernel_types: KernelTypes = None) -> Tuple[int, str]:
+                 kernel_types: KernelTypes = None,
+                 extra_relocation_targets: RelocationTargets = None) -> Tuple[int, str]:
     """Load one program; returns its fd and the verifier's log.
 
     A program read from ELF with CO-RE relocations or externs goes through
@@ -179,6 +184,7 @@ def load_program(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0, l
     origin = ps._origin
     if origin is None or origin.collection is None:
         _check_kernel_types(kernel_types)
+        _check_extra_targets(extra_relocation_targets)  # nothing to relocate, but a wrong type is still wrong
         return load_own(ps, maps, log_level, log_size)
     cs = origin.collection
     unknown = sorted(set(maps) - set(cs.maps))
@@ -186,7 +192,8 @@ def load_program(ps: ProgramSpec, maps: Mapping[str, Any], log_level: int = 0, l
         raise KeyError(f"program {ps.name}: maps {unknown} are not in its object")
     wanted = set(references(cs, ps.name)) | set(maps)
     loaded = load_object(cs, programs={ps.name}, maps=wanted, replacements=dict(maps), log_level=log_level,
-                         log_size=log_size, kernel_types=kernel_types, program_specs={ps.name: ps})
+                         log_size=log_size, kernel_types=kernel_types, program_specs={ps.name: ps},
+                         extra_relocation_targets=extra_relocation_targets)
     created: Dict[str, Map] = {}
     try:
         if ps.name in loaded.separate:
@@ -434,13 +441,16 @@ def load_object(
     log_size: Optional[int] = None,
     kernel_types: KernelTypes = None,
     program_specs: Optional[Mapping[str, ProgramSpec]] = None,
+    extra_relocation_targets: RelocationTargets = None,
 ) -> ObjectLoad:
     """Load the maps and programs of ``spec`` that are in its ELF.
 
     ``programs``/``maps`` limit what is loaded (None: everything);
     ``replacements`` are existing maps used instead of creating new ones;
     maps pinned by name are reused or pinned under ``pin_path``;
-    ``program_specs`` override ``spec.programs``.
+    ``program_specs`` override ``spec.programs``; CO-RE relocates against
+    ``kernel_types`` (default: the running kernel's) and
+    ``extra_relocation_targets``.
     """
     if spec._origin is None:
         raise ValueError("the spec was not read from an ELF object")
@@ -449,7 +459,7 @@ def load_object(
     job = _ObjectJob(spec, programs, maps, dict(replacements or {}), pin_path, log_level, program_specs)
     for ps in job.wanted_specs():
         check_attach_target(ps)
-    btf_path = _kernel_types_file(kernel_types)
+    btf_path = _kernel_types_file(kernel_types, extra_relocation_targets)
     # Without log_level nothing is logged unless a load fails: then the
     # load is repeated with log buffers (allocating them for every program
     # of every load costs more than the rare second load).
@@ -779,15 +789,34 @@ def _check_kernel_types(kernel_types: Any) -> None:
         raise TypeError("kernel_types must be a path, bytes or an ebpf.btf.Spec")
 
 
-def _kernel_types_file(kernel_types: KernelTypes) -> Optional[str]:
+def _check_extra_targets(extra: RelocationTargets) -> List[BTFSpec]:
+    """``extra_relocation_targets`` as a list of ``ebpf.btf.Spec``."""
+    if extra is None:
+        return []
+    if isinstance(extra, (str, os.PathLike, bytes, bytearray, memoryview)) or not hasattr(extra, "__iter__"):
+        raise TypeError("extra_relocation_targets must be a list of ebpf.btf.Spec (e.g. "
+                        "btf.load_kernel_module_spec(name)), not a single value")
+    out = list(extra)
+    for t in out:
+        if getattr(t, "raw", None) is None or not hasattr(t, "base"):
+            raise TypeError(f"extra_relocation_targets: expected an ebpf.btf.Spec, not {type(t).__name__}")
+    return out
+
+
+def _kernel_types_file(kernel_types: KernelTypes, extra_targets: RelocationTargets = None) -> Optional[str]:
     """A file with the BTF to relocate against, for libbpf's ``btf_custom_path``.
 
     libbpf 1.1.2 trusts that file (a mutated one crashes it), so it is
     checked with the library's own validator first, and libbpf is given a
     private copy of exactly the bytes that were checked.  The kernel's own
-    BTF (``/sys/kernel/btf/...``) is handed over as it is.
+    BTF (``/sys/kernel/btf/...``) is handed over as it is.  With
+    ``extra_targets`` the file is the merge of the kernel types and them
+    (see :mod:`ebpf._relocation_targets`).
     """
     _check_kernel_types(kernel_types)
+    extra = _check_extra_targets(extra_targets)
+    if extra:
+        return _merged_targets_file(kernel_types, extra)
     if kernel_types is None:
         return None
     if isinstance(kernel_types, (str, os.PathLike)):
@@ -820,6 +849,60 @@ def _kernel_btf_path(data: bytes) -> Optional[str]:
         return None
 
 
+def _merged_targets_file(kernel_types: Any, extra: Sequence[Any]) -> str:
+    """The kernel types (the running kernel's vmlinux and modules when None)
+    and ``extra`` merged into one checked file."""
+    from . import btf  # a lazily loaded subpackage
+    from ._relocation_targets import merge, running_kernel_btf
+    from .btf.parse import RawBTF
+
+    modules: List[bytes] = []
+    if kernel_types is None:
+        data, modules = running_kernel_btf()
+        trusted = True  # the kernel wrote these
+    elif getattr(kernel_types, "raw", None) is not None:
+        if getattr(kernel_types, "base", None) is not None:
+            raise InvalidObjectError("kernel_types: split BTF cannot be the base of extra relocation targets")
+        data = bytes(kernel_types.raw)
+        trusted = _kernel_btf_path(data) is not None
+    else:
+        if isinstance(kernel_types, (str, os.PathLike)):
+            with open(os.fspath(kernel_types), "rb") as f:
+                data = f.read()
+        else:
+            data = bytes(kernel_types)
+        trusted = _kernel_btf_path(data) is not None
+        if not trusted:
+            try:
+                data = btf.load_spec(data).raw  # checks it; an ELF gives its .BTF
+            except InvalidObjectError as exc:
+                exc.args = (f"kernel_types: {exc}",) + exc.args[1:]
+                raise
+            trusted = True
+    if not trusted:
+        try:
+            btf.validate(data)
+        except InvalidObjectError as exc:
+            exc.args = (f"kernel_types: {exc}",) + exc.args[1:]
+            raise
+    base = RawBTF(data)
+    parts = [RawBTF(m, base) for m in modules]
+    for i, t in enumerate(extra):
+        try:
+            btf.validate(t.raw, t.base)  # libbpf trusts what it is given
+            if t.base is not None:
+                if t.base.raw != data:
+                    raise btf.BTFError("it is split BTF on other types than the kernel types it is merged with "
+                                       "(a module's BTF must be split on those kernel types)")
+                parts.append(RawBTF(t.raw, base))
+            else:
+                parts.append(RawBTF(t.raw))
+        except InvalidObjectError as exc:
+            exc.args = (f"extra_relocation_targets[{i}]: {exc}",) + exc.args[1:]
+            raise
+    return _private_file(merge(base, parts))
+
+
 # sha256 of checked BTF -> the private file libbpf reads it from.  libbpf
 # 1.1 reads the file during bpf_object__load, after the open returns, so
 # files live until exit; the same bytes reuse one file.
@@ -827,8 +910,7 @@ _CHECKED_BTF_FILES: Dict[str, str] = {}
 
 
 def _validated_file(data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    cached = _CHECKED_BTF_FILES.get(digest)
+    cached = _CHECKED_BTF_FILES.get(hashlib.sha256(data).hexdigest())
     if cached is not None and os.path.exists(cached):
         return cached
     from . import btf  # a lazily loaded subpackage
@@ -839,6 +921,15 @@ def _validated_file(data: bytes) -> str:
     except InvalidObjectError as exc:  # BTFError is one
         exc.args = (f"kernel_types: {exc}",) + exc.args[1:]
         raise
+    return _private_file(data)
+
+
+def _private_file(data: bytes) -> str:
+    """A file only this process writes, holding ``data`` (checked BTF)."""
+    digest = hashlib.sha256(data).hexdigest()
+    cached = _CHECKED_BTF_FILES.get(digest)
+    if cached is not None and os.path.exists(cached):
+        return cached
     with tempfile.NamedTemporaryFile(prefix="ebpf-btf-", suffix=".btf", delete=False) as f:
         f.write(data)
     if not _CHECKED_BTF_FILES:

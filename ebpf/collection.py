@@ -100,7 +100,9 @@ class Collection:
     """Maps, programs and variables loaded from a :class:`CollectionSpec`.
 
     ``map_replacements`` maps names to existing :class:`Map` objects used
-    instead of creating new ones (they must be compatible).  ``pin_path`` is
+    instead of creating new ones (they must be compatible).  CO-RE
+    relocations are resolved against ``kernel_types`` (default: the running
+    kernel's BTF) and ``extra_relocation_targets`` (as for :class:`Program`).  ``pin_path`` is
     the bpffs directory for maps with ``pinning=PinType.BY_NAME``: an
     existing compatible pin is reused, an incompatible one raises
     :class:`MapIncompatibleError`.  ``log_level`` > 0 keeps each program's
@@ -119,6 +121,7 @@ class Collection:
         log_size: Optional[int] = None,
         *,
         kernel_types: _loader.KernelTypes = None,
+        extra_relocation_targets: _loader.RelocationTargets = None,
         _programs: Optional[Set[str]] = None,
         _maps: Optional[Set[str]] = None,
     ) -> None:
@@ -129,7 +132,7 @@ class Collection:
         self._closed = False
         try:
             _Load(self, spec, dict(map_replacements or {}), pin_path, log_level, log_size, kernel_types,
-                  _programs, _maps).run()
+                  _programs, _maps, extra_relocation_targets).run()
         except BaseException:
             self.close()
             raise
@@ -190,8 +193,10 @@ class _Load:
         kernel_types: _loader.KernelTypes,
         only_programs: Optional[Set[str]],
         only_maps: Optional[Set[str]],
+        extra_relocation_targets: _loader.RelocationTargets = None,
     ) -> None:
         self.coll = coll
+        self.extra_relocation_targets = extra_relocation_targets
         self.spec = spec
         self.replacements = replacements
         self.pin_path = pin_path
@@ -247,7 +252,7 @@ class _Load:
         loaded = _loader.load_object(
             self.spec, programs=self.only_programs, maps=self.only_maps, replacements=self.replacements,
             pin_path=self.pin_path, log_level=self.log_level, log_size=self.log_size,
-            kernel_types=self.kernel_types,
+            kernel_types=self.kernel_types, extra_relocation_targets=self.extra_relocation_targets,
         )
         try:
             for key in list(loaded.maps):

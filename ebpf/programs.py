@@ -43,7 +43,9 @@ class Program(FDOwner):
     :func:`load_pinned_program`.  ``verifier_log`` holds the verifier's output
     when ``log_level`` > 0.  ``kernel_types`` (a path, raw BTF bytes or an
     ``ebpf.btf.Spec``) is the BTF that CO-RE relocations are resolved
-    against instead of the running kernel's.
+    against instead of the running kernel's; ``extra_relocation_targets``
+    (``ebpf.btf.Spec`` objects, such as a kernel module's BTF) are searched
+    too (cilium's ``ProgramOptions.ExtraRelocationTargets``).
     """
 
     _kind = "program"
@@ -56,8 +58,9 @@ class Program(FDOwner):
         log_level: int = 0,
         log_size: Optional[int] = None,
         kernel_types: _loader.KernelTypes = None,
+        extra_relocation_targets: _loader.RelocationTargets = None,
     ) -> None:
-        fd, log = _loader.load_program(spec, maps or {}, log_level, log_size, kernel_types)
+        fd, log = _loader.load_program(spec, maps or {}, log_level, log_size, kernel_types, extra_relocation_targets)
         self._setup(fd, spec.name, spec.type, spec.attach_type, log)
         self._spec: Optional[ProgramSpec] = spec.copy()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, cast
 
 from .asm import Instructions, Pseudo
 
@@ -219,7 +219,7 @@ class Linker:
         for at in sorted(sites):
             site = sites[at]
             if site.kind in ("call", "func"):
-                called.setdefault(site.target, None)  # type: ignore[arg-type]
+                called.setdefault(cast(FuncKey, site.target), None)
             else:
                 refs.add(site.target)  # type: ignore[arg-type]
         return list(called)

@@ -8,12 +8,10 @@ import errno
 import mmap
 
 import pytest
+from test_perf import MAGIC, MASK64, SAMPLE_RECORD, Fixture, event, seqs, trim
 
-import ebpf
 from ebpf import perf
 from ebpf.errors import ClosedError, EBPFError
-
-from test_perf import MAGIC, MASK64, SAMPLE_RECORD, Fixture, event, seqs, trim
 
 pytestmark = pytest.mark.kernel
 

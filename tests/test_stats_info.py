@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import time
 
 import pytest
@@ -65,7 +64,7 @@ def test_stats_count_real_runs():
             assert prog.stats().run_count == before.run_count + 17
         assert stats.closed
         with pytest.raises(ClosedError):
-            stats.fd
+            _ = stats.fd
         stats.close()  # once only
         # What was counted stays; the info carries the same counters.
         after = prog.stats()

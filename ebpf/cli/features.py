@@ -185,7 +185,7 @@ def map_flags() -> Dict[str, Verdict]:
 def link_types() -> Dict[str, Verdict]:
     """features.have_link_type for the link kinds it probes."""
     from .. import features as F
-    from ..link import LinkType
+    from ..link._link import LinkType
 
     return {name_of(LinkType[n]): probe(F.have_link_type, LinkType[n]) for n in LINK_KINDS}
 

@@ -6,6 +6,7 @@ probe it runs."""
 from __future__ import annotations
 
 import pytest
+from test_cli_kernel import _status
 
 import ebpf
 from ebpf import features
@@ -14,16 +15,6 @@ from ebpf.link import LinkType
 from cliutil import cli, cli_json
 
 pytestmark = pytest.mark.kernel
-
-
-def _status(fn, *args) -> str:
-    try:
-        fn(*args)
-    except ebpf.KernelPolicyError:
-        return "policy"
-    except ebpf.NotSupportedError:
-        return "no"
-    return "yes"
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,17 @@ import errno
 import mmap
 
 import pytest
-from test_perf import MAGIC, MASK64, SAMPLE_RECORD, Fixture, event, seqs, trim
+import test_perf
+from test_perf import MAGIC, MASK64, SAMPLE_RECORD, event, seqs, trim
 
 from ebpf import perf
 from ebpf.errors import ClosedError, EBPFError
 
 pytestmark = pytest.mark.kernel
 
+fx = test_perf.fx  # the perfbuf collection, one per test
+
 RING = mmap.PAGESIZE  # one page of data per CPU: SAMPLE_RECORD-byte records, RING // 32 of them
-
-
-@pytest.fixture
-def fx():
-    f = Fixture()
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def test_records_after_the_ring_wrapped_newest_first(fx):

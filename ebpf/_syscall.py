@@ -369,6 +369,16 @@ def prog_arrays(fd: int, info: bpf_prog_info) -> "tuple[List[int], List[int], Li
             list(lens[: min(got.nr_jited_func_lens, n_lens)]) if got.jited_func_lens else [])
 
 
+def prog_func_infos(fd: int, count: int) -> List["tuple[int, int]"]:
+    """A program's ``bpf_func_info`` records: (instruction offset, BTF type
+    id) of each of its functions."""
+    recs = (c_uint32 * (2 * max(count, 1)))()
+    info = _libbpf.obj_get_info(fd, bpf_prog_info(nr_func_info=count, func_info_rec_size=8,
+                                                  func_info=ctypes.addressof(recs)))
+    n = min(info.nr_func_info, count) if info.func_info else 0
+    return [(recs[2 * i], recs[2 * i + 1]) for i in range(n)]
+
+
 def prog_xlated_insns(fd: int, size: int) -> bytes:
     """``size`` bytes of the program as the kernel rewrote it."""
     buf = ctypes.create_string_buffer(size)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import _syscall
+from ._syscall import BPF_OBJ_NAME_LEN
 from .types import MapType, ProgramType, to_enum
 
 __all__ = ["MapInfo", "ProgramInfo", "ProgramStats", "map_info", "program_info", "program_stats"]
@@ -148,11 +149,14 @@ def program_info(fd: int) -> ProgramInfo:
     lengths: List[int] = []
     if i.nr_map_ids or i.nr_jited_ksyms or i.nr_jited_func_lens:
         ids, ksyms, lengths = _syscall.prog_arrays(fd, i)
+    name = i.name.decode(errors="replace")
+    if len(name) == BPF_OBJ_NAME_LEN - 1 and i.nr_func_info and i.btf_id:
+        name = _full_name(fd, i.nr_func_info, i.btf_id) or name
     return ProgramInfo(
         type=to_enum(ProgramType, i.type),
         id=i.id,
         tag=bytes(i.tag).hex(),
-        name=i.name.decode(errors="replace"),
+        name=name,
         map_ids=ids,
         btf_id=i.btf_id,
         load_time_ns=i.load_time,
@@ -174,6 +178,31 @@ def program_info(fd: int) -> ProgramInfo:
         ifindex=i.ifindex,
         memlock=_int(_fdinfo(fd).get("memlock")),
     )
+
+
+def _full_name(fd: int, nr_func_info: int, btf_id: int) -> Optional[str]:
+    """A name the kernel cut to 15 bytes, whole, as cilium reads it: the
+    FUNC of the program's first instruction in its BTF (None if unknown)."""
+    import os
+
+    from . import _libbpf
+    from .btf import Spec  # a lazily loaded subpackage
+    from .errors import EBPFError
+
+    try:
+        funcs = dict(_syscall.prog_func_infos(fd, nr_func_info))
+        if 0 not in funcs:
+            return None
+        btf_fd = _libbpf.btf_get_fd_by_id(btf_id)
+        try:
+            raw = _syscall.btf_data(btf_fd)
+        finally:
+            os.close(btf_fd)
+        # The kernel checked this BTF when the program was loaded: index it,
+        # decode the one type.
+        return str(Spec.from_raw(raw, validate=False).type_by_id(funcs[0]).name) or None
+    except (EBPFError, KeyError, ValueError):
+        return None  # no privilege to read BTF, or no such type: keep the kernel's name
 
 
 def program_stats(fd: int) -> ProgramStats:

@@ -238,3 +238,19 @@ def test_tag_of_program_loaded_alone_from_elf():
     finally:
         for m in maps.values():
             m.close()
+
+
+@pytest.mark.kernel
+def test_program_info_reads_a_cut_name_whole_from_btf():
+    """The kernel keeps 15 bytes of a name; cilium reads the rest from the
+    FUNC of the program's first instruction, and so does info()."""
+    from ebpf import _syscall
+
+    spec = ebpf.load_collection_spec(fixture_path("link_net.o"))
+    with ebpf.Collection(spec, _programs={"sk_lookup_redirect"}) as coll:
+        prog = coll.programs["sk_lookup_redirect"]
+        assert _syscall.prog_info(prog.fd).name == b"sk_lookup_redir"
+        assert prog.info().name == "sk_lookup_redirect"
+    # Without BTF the kernel's 15 bytes are all there is.
+    with ebpf.Program(_spec([asm.mov_imm(R0, 0), asm.exit()], name="a_rather_long_program_name")) as p:
+        assert p.info().name == "a_rather_long_p"

@@ -1197,9 +1197,13 @@ def map_elem_calls() -> Tuple[Any, Any, Any, Any, Any, Any]:
 
 
 def map_create(map_type: int, name: bytes, key_size: int, value_size: int, max_entries: int, *,
-               flags: int = 0, numa_node: int = 0, map_extra: int = 0, inner_map_fd: int = 0) -> int:
-    """``bpf_map_create``; the new fd, or the typed errno error."""
-    opts = bpf_map_create_opts(map_flags=flags, numa_node=numa_node, map_extra=map_extra, inner_map_fd=inner_map_fd)
+               flags: int = 0, numa_node: int = 0, map_extra: int = 0, inner_map_fd: int = 0,
+               btf_fd: int = 0, btf_key_type_id: int = 0, btf_value_type_id: int = 0) -> int:
+    """``bpf_map_create``; the new fd, or the typed errno error.  ``btf_fd``
+    and the type ids give the map its key and value types (BTF the kernel
+    loaded, see :func:`btf_load`)."""
+    opts = bpf_map_create_opts(map_flags=flags, numa_node=numa_node, map_extra=map_extra, inner_map_fd=inner_map_fd,
+                               btf_fd=btf_fd, btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id)
     return int(lib.bpf_map_create(map_type, name or None, key_size, value_size, max_entries, ctypes.byref(opts)))
 
 

@@ -374,22 +374,16 @@ def _attach_targets(specs: Sequence[ProgramSpec]) -> Any:
 def attach_target_btf_id(ps: ProgramSpec, target_fd: int) -> int:
     """The BTF id of the FUNC ``ps.attach_to`` in the BTF of the program
     behind ``target_fd`` (what ``attach_btf_id`` means with ``attach_prog_fd``)."""
+    from . import btf  # a lazily loaded subpackage
+
     target = ps.attach_target
     tname = getattr(target, "name", "?")
     info = program_info(target_fd)
     if not info.btf_id:
         raise NotSupportedError(f"program {ps.name}: attach target program {tname} has no BTF",
                                 detail="load it with BTF (from an ELF object built with -g) to attach to its functions")
-    from . import btf  # a lazily loaded subpackage
-
-    fd = _libbpf.btf_get_fd_by_id(info.btf_id)
-    try:
-        from . import _syscall
-
-        raw = _syscall.btf_data(fd)
-    finally:
-        os.close(fd)
-    types = btf.Spec.from_raw(raw, validate=False)  # the kernel checked it when it was loaded
+    with btf.Handle.from_id(info.btf_id) as h:
+        types = h.spec()
     try:
         func = types.type_by_name(ps.attach_to, btf.Func)
     except btf.AmbiguousTypeError:
@@ -400,7 +394,7 @@ def attach_target_btf_id(ps: ProgramSpec, target_fd: int) -> int:
         raise KeyNotExistError(
             f"program {ps.name}: attach target function {ps.attach_to!r} is not in the BTF of program {tname} "
             f"(its functions: {', '.join(funcs) or 'none'})") from None
-    return types.type_id(func)
+    return int(types.type_id(func))
 
 
 # --------------------------------------------------------------------------

@@ -900,6 +900,18 @@ class Map(FDOwner, _MutableMapping):
         with self._using() as fd:
             return map_info(fd)
 
+    def handle(self) -> Any:
+        """The map's BTF in the kernel, as a new :class:`ebpf.btf.Handle`
+        (cilium's ``Map.Handle``; the caller closes it).  A map without BTF
+        raises :class:`~ebpf.errors.NotSupportedError`."""
+        from .btf import Handle  # a lazily loaded subpackage
+
+        with self._using() as fd:
+            btf_id = map_info(fd, fdinfo=False).btf_id
+        if not btf_id:
+            raise NotSupportedError(f"BTF of map {self.name}", detail="the map was created without BTF")
+        return Handle.from_id(btf_id)
+
     def clone(self) -> "Map":
         """A second handle on the same kernel map (a duplicated fd)."""
         return Map._from_fd(self._dup(), self._spec.copy())
@@ -1042,7 +1054,20 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
         finally:
             os.close(tmp)
     name = object_name(spec.name) if features.object_names_supported() else ""
+    handle, key_id, value_id = _map_btf(spec)
     try:
+        btf_fd = handle.fd if handle is not None else 0
+        try:
+            return _libbpf.map_create(
+                int(spec.type), name.encode(), spec.key_size, spec.value_size, spec.max_entries,
+                flags=int(spec.flags), numa_node=spec.numa_node, map_extra=spec.map_extra, inner_map_fd=inner_fd or 0,
+                btf_fd=btf_fd, btf_key_type_id=key_id, btf_value_type_id=value_id,
+            )
+        except (NotSupportedError, EBPFError) as exc:
+            if not btf_fd or exc.errno not in (_EINVAL, _ENOTSUPP, _EOPNOTSUPP):
+                raise
+        # cilium's fallback: some map types take no BTF key/value (on some
+        # kernels); such a map is created without.
         return _libbpf.map_create(
             int(spec.type), name.encode(), spec.key_size, spec.value_size, spec.max_entries,
             flags=int(spec.flags), numa_node=spec.numa_node, map_extra=spec.map_extra, inner_map_fd=inner_fd or 0,
@@ -1057,6 +1082,39 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
         if exc.errno == _EINVAL:
             features.have_map_type(spec.type)  # NotSupportedError for a type this kernel lacks
         raise EBPFError(f"creating map {spec.name} ({_describe(spec)}): {os.strerror(exc.errno or _EINVAL)}", exc.errno) from None
+    finally:
+        if handle is not None:
+            handle.close()  # the map keeps its own reference to the BTF
+
+
+def _map_btf(spec: MapSpec) -> Tuple[Any, int, int]:
+    """The spec's BTF key and value types loaded into the kernel (cilium's
+    ``MarshalMapKV``): ``(btf.Handle, key type id, value type id)``, or
+    ``(None, 0, 0)`` for a spec without them (or a kernel without BTF)."""
+    if (spec.key is None and spec.value is None) or spec.type == MapType.STRUCT_OPS:
+        return None, 0, 0  # struct_ops maps get the kernel's value type from the loader
+    from .btf import Builder, Handle, sizeof  # a lazily loaded subpackage
+
+    for what, t, size in (("key", spec.key, spec.key_size), ("value", spec.value, spec.value_size)):
+        if t is None:
+            continue
+        try:
+            have = sizeof(t)
+        except TypeError:
+            raise MapIncompatibleError(f"map {spec.name}: the {what} type {t!r} has no size", {what: (size, None)}) \
+                from None
+        if have != size:
+            # The kernel would refuse the BTF (EINVAL) and the map would be
+            # created without it: say so instead.
+            raise MapIncompatibleError(f"map {spec.name}: the {what} type {t!r} is {have} bytes, "
+                                       f"{what}_size is {size}", {f"{what}_size": (size, have)})
+    b = Builder()
+    key_id = b.add(spec.key) if spec.key is not None else 0
+    value_id = b.add(spec.value) if spec.value is not None else 0
+    try:
+        return Handle(b), key_id, value_id
+    except NotSupportedError:
+        return None, 0, 0  # no BTF in this kernel: the map works without it
 
 
 def _describe(spec: MapSpec) -> str:

@@ -132,6 +132,17 @@ class Program(FDOwner):
         cilium's ``Program.Stats``)."""
         return program_stats(self.fd)
 
+    def handle(self) -> Any:
+        """The program's BTF in the kernel, as a new :class:`ebpf.btf.Handle`
+        (cilium's ``Program.Handle``; the caller closes it).  A program loaded
+        without BTF raises :class:`~ebpf.errors.NotSupportedError`."""
+        from .btf import Handle  # a lazily loaded subpackage
+
+        btf_id = self.info().btf_id
+        if not btf_id:
+            raise NotSupportedError(f"BTF of program {self._name}", detail="the program was loaded without BTF")
+        return Handle.from_id(btf_id)
+
     def clone(self) -> "Program":
         """A second handle on the same program (a duplicated fd)."""
         p = Program._from_fd(self._dup(), self._name, self._type, self._attach_type, self._log)

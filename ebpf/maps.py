@@ -94,6 +94,9 @@ def _bind_calls() -> None:
     (_lookup_elem, _lookup_elem_flags, _update_elem, _delete_elem, _lookup_and_delete_elem,
      _get_next_key) = _libbpf.map_elem_calls()
 
+if TYPE_CHECKING:  # the btf subpackage loads when a map first needs it
+    from .btf import Handle as BTFHandle
+
 if TYPE_CHECKING:
     _MutableMapping = collections.abc.MutableMapping[Any, Any]
 else:
@@ -900,7 +903,7 @@ class Map(FDOwner, _MutableMapping):
         with self._using() as fd:
             return map_info(fd)
 
-    def handle(self) -> Any:
+    def handle(self) -> BTFHandle:
         """The map's BTF in the kernel, as a new :class:`ebpf.btf.Handle`
         (cilium's ``Map.Handle``; the caller closes it).  A map without BTF
         raises :class:`~ebpf.errors.NotSupportedError`."""
@@ -1087,7 +1090,7 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
             handle.close()  # the map keeps its own reference to the BTF
 
 
-def _map_btf(spec: MapSpec) -> Tuple[Any, int, int]:
+def _map_btf(spec: MapSpec) -> Tuple[Optional[BTFHandle], int, int]:
     """The spec's BTF key and value types loaded into the kernel (cilium's
     ``MarshalMapKV``): ``(btf.Handle, key type id, value type id)``, or
     ``(None, 0, 0)`` for a spec without them (or a kernel without BTF)."""

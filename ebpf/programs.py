@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Tuple
 
 from . import _libbpf, _loader
 from ._fd import FDOwner, in_flight, open_pinned
@@ -16,6 +16,9 @@ from .errors import EBPFError, KeyNotExistError, NotSupportedError
 from .info import ProgramInfo, ProgramStats, program_info, program_stats
 from .spec import ProgramSpec
 from .types import AttachType, ProgramType
+
+if TYPE_CHECKING:  # the btf subpackage loads when a program first needs it
+    from .btf import Handle as BTFHandle
 
 __all__ = ["Program", "RunResult", "new_program", "load_pinned_program", "program_from_id"]
 
@@ -132,7 +135,7 @@ class Program(FDOwner):
         cilium's ``Program.Stats``)."""
         return program_stats(self.fd)
 
-    def handle(self) -> Any:
+    def handle(self) -> BTFHandle:
         """The program's BTF in the kernel, as a new :class:`ebpf.btf.Handle`
         (cilium's ``Program.Handle``; the caller closes it).  A program loaded
         without BTF raises :class:`~ebpf.errors.NotSupportedError`."""

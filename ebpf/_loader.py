@@ -826,6 +826,8 @@ def _kernel_types_file(kernel_types: KernelTypes, extra_targets: RelocationTarge
         data = bytes(kernel_types)
     else:
         data = bytes(kernel_types.raw)
+        if getattr(kernel_types, "validated", False):  # checked when it was parsed
+            return _kernel_btf_path(data) or _private_file(data)
     own = _kernel_btf_path(data)
     return own if own is not None else _validated_file(data)
 
@@ -847,18 +849,23 @@ def _merged_targets_file(kernel_types: Any, extra: Sequence[Any]) -> str:
     """The kernel types (the running kernel's vmlinux and modules when None)
     and ``extra`` merged into one checked file."""
     from . import btf  # a lazily loaded subpackage
-    from ._relocation_targets import merge, running_kernel_btf
+    from ._relocation_targets import merge, running_kernel_modules
     from .btf.parse import RawBTF
 
-    modules: List[bytes] = []
+    modules: List[RawBTF] = []
+    base: Optional[RawBTF] = None
     if kernel_types is None:
-        data, modules = running_kernel_btf()
+        # The running kernel's vmlinux and modules: btf caches them parsed.
+        kernel = btf.load_kernel_spec()
+        base = kernel._raw
+        data = base.data
+        modules = [btf.load_kernel_module_spec(name)._raw for name in running_kernel_modules()]
         trusted = True  # the kernel wrote these
     elif getattr(kernel_types, "raw", None) is not None:
         if getattr(kernel_types, "base", None) is not None:
             raise InvalidObjectError("kernel_types: split BTF cannot be the base of extra relocation targets")
         data = bytes(kernel_types.raw)
-        trusted = _kernel_btf_path(data) is not None
+        trusted = bool(getattr(kernel_types, "validated", False)) or _kernel_btf_path(data) is not None
     else:
         if isinstance(kernel_types, (str, os.PathLike)):
             with open(os.fspath(kernel_types), "rb") as f:
@@ -879,11 +886,14 @@ def _merged_targets_file(kernel_types: Any, extra: Sequence[Any]) -> str:
         except InvalidObjectError as exc:
             exc.args = (f"kernel_types: {exc}",) + exc.args[1:]
             raise
-    base = RawBTF(data)
-    parts = [RawBTF(m, base) for m in modules]
+    if base is None:
+        kernel = btf.load_kernel_spec() if _kernel_btf_path(data) is not None else None
+        base = kernel._raw if kernel is not None else RawBTF(data)  # the running kernel's, parsed once
+    parts = list(modules)
     for i, t in enumerate(extra):
         try:
-            btf.validate(t.raw, t.base)  # libbpf trusts what it is given
+            if not getattr(t, "validated", False):
+                btf.validate(t.raw, t.base)  # libbpf trusts what it is given
             if t.base is not None:
                 if t.base.raw != data:
                     raise btf.BTFError("it is split BTF on other types than the kernel types it is merged with "

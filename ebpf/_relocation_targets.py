@@ -20,13 +20,13 @@ import os
 import struct
 import sys
 from array import array
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Sequence
 
+from .btf import spec as _btf_spec
 from .btf.parse import BTFError, Kind, RawBTF
 
-__all__ = ["merge", "running_kernel_btf"]
+__all__ = ["merge", "running_kernel_modules"]
 
-_KERNEL_BTF_DIR = "/sys/kernel/btf"
 _HEADER = struct.Struct("HBBIIIII")
 
 # Kinds whose word 2 is a type id (FUNC_PROTO: its return type).
@@ -34,25 +34,13 @@ _TYPE_IN_WORD2 = frozenset({Kind.PTR, Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, K
                             Kind.VAR, Kind.DECL_TAG, Kind.TYPE_TAG, Kind.FUNC_PROTO})
 
 
-def running_kernel_btf() -> Tuple[bytes, List[bytes]]:
-    """The running kernel's vmlinux BTF and the split BTF of each loaded
-    module (``/sys/kernel/btf/*``), as the kernel wrote them."""
-    with open(os.path.join(_KERNEL_BTF_DIR, "vmlinux"), "rb") as f:
-        vmlinux = f.read()
-    modules = []
+def running_kernel_modules() -> List[str]:
+    """The kernel modules with BTF (``/sys/kernel/btf/<module>``), by name."""
     try:
-        names = sorted(os.listdir(_KERNEL_BTF_DIR))
+        names = os.listdir(_btf_spec.KERNEL_BTF_DIR)
     except OSError:
-        names = []
-    for name in names:
-        if name == "vmlinux":
-            continue
-        try:
-            with open(os.path.join(_KERNEL_BTF_DIR, name), "rb") as f:
-                modules.append(f.read())
-        except OSError:
-            continue  # unloaded meanwhile
-    return vmlinux, modules
+        return []
+    return sorted(n for n in names if n != "vmlinux")
 
 
 class _Merged:
@@ -63,7 +51,10 @@ class _Merged:
             raise BTFError("relocation targets merge onto standalone BTF, not split BTF")
         self.base = base
         self.order = "<" if base.byte_order == "little" else ">"
-        self.types: List[bytes] = [_words_bytes(base.words, base.byte_order)]
+        # The base's type section as it is (a vmlinux one is megabytes: no copy word by word).
+        hdr_len, type_off, type_len = _HEADER.unpack_from(base.data)[3:6] if base.byte_order == sys.byteorder else \
+            struct.unpack_from(self.order + _HEADER.format, base.data)[3:6]
+        self.types: List[bytes] = [base.data[hdr_len + type_off: hdr_len + type_off + type_len]]
         self.strings: List[bytes] = [base.strings]
         self.end_id = base.end_id  # next free type id
         self.str_end = base.str_end  # next free string offset

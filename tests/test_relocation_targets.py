@@ -170,14 +170,18 @@ def test_kernel_types_alone_and_in_a_collection(tmp_path):
 def test_loaded_modules_stay_candidates_beside_extra_targets(kernel, tmp_path, monkeypatch):
     """Without kernel_types the base is vmlinux and every loaded module, as
     when libbpf searches them itself."""
-    from ebpf import _relocation_targets
+    from ebpf.btf import spec as btf_spec
 
     (tmp_path / "vmlinux").symlink_to(KERNEL_BTF)
     (tmp_path / "fake_mod").write_bytes(module_btf(kernel))
-    monkeypatch.setattr(_relocation_targets, "_KERNEL_BTF_DIR", str(tmp_path))
-    unrelated = btf.Spec.from_raw(standalone_btf(b"unrelated"))
-    with ebpf.Collection(spec(), extra_relocation_targets=[unrelated]) as coll:
-        assert results(coll) == (T_BITS // 8, 1)
+    monkeypatch.setattr(btf_spec, "KERNEL_BTF_DIR", str(tmp_path))
+    btf.flush_kernel_specs()
+    try:
+        unrelated = btf.Spec.from_raw(standalone_btf(b"unrelated"))
+        with ebpf.Collection(spec(), extra_relocation_targets=[unrelated]) as coll:
+            assert results(coll) == (T_BITS // 8, 1)
+    finally:
+        btf.flush_kernel_specs()
 
 
 @pytest.mark.kernel

@@ -887,8 +887,8 @@ def _merged_targets_file(kernel_types: Any, extra: Sequence[Any]) -> str:
             exc.args = (f"kernel_types: {exc}",) + exc.args[1:]
             raise
     if base is None:
-        kernel = btf.load_kernel_spec() if _kernel_btf_path(data) is not None else None
-        base = kernel._raw if kernel is not None else RawBTF(data)  # the running kernel's, parsed once
+        # The running kernel's BTF is parsed once (cached); other data here.
+        base = btf.load_kernel_spec()._raw if _kernel_btf_path(data) is not None else RawBTF(data)
     parts = list(modules)
     for i, t in enumerate(extra):
         try:

@@ -42,6 +42,8 @@ from . import _libbpf, features
 from ._fd import FDOwner, check_pin_path, open_pinned, pin_error
 from ._marshal import (
     CTYPES as _CTYPES,
+)
+from ._marshal import (
     FD_VALUE_TYPES,
     MAP_IN_MAP_TYPES,
     OUT_INT,
@@ -124,6 +126,10 @@ _NO_LOOKUP_TYPES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.STR
 
 # ``update(mapping)``: the marker for "no value given".
 _NOTHING: Any = object()
+
+
+# One batch call's entries, and the cursor to continue from (None: done).
+_Batch = Tuple[List[Tuple[Any, Any]], Optional[bytes]]
 
 
 class Map(FDOwner, _MutableMapping):
@@ -500,7 +506,9 @@ class Map(FDOwner, _MutableMapping):
     def _error(self, err: int, op: str, key: Any) -> EBPFError:
         what = f"map {self.name}: {op}"
         if err == _ENOENT:
-            return KeyNotExistError(f"{what}: key {_show(key)} does not exist" if key is not None else f"{what}: map is empty")
+            if key is None:
+                return KeyNotExistError(f"{what}: map is empty")
+            return KeyNotExistError(f"{what}: key {_show(key)} does not exist")
         if err == _EEXIST:
             return KeyExistError(f"{what}: key {_show(key)} already exists")
         if err == _E2BIG and op in ("update", "batch update"):
@@ -770,7 +778,7 @@ class Map(FDOwner, _MutableMapping):
             raise self._error(err, "batch lookup", None)
         return keys.raw, vals.raw, n, out.raw
 
-    def batch_lookup(self, cursor: Optional[bytes] = None, count: int = 4096) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+    def batch_lookup(self, cursor: Optional[bytes] = None, count: int = 4096) -> "_Batch":
         """Read up to ``count`` entries in one syscall.
 
         Returns ``(items, cursor)``; pass the cursor back to continue, it is
@@ -778,11 +786,11 @@ class Map(FDOwner, _MutableMapping):
         """
         return self._batch_items(cursor, count, delete=False)
 
-    def batch_lookup_and_delete(self, cursor: Optional[bytes] = None, count: int = 4096) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+    def batch_lookup_and_delete(self, cursor: Optional[bytes] = None, count: int = 4096) -> "_Batch":
         """Like :meth:`batch_lookup`, deleting what it returns."""
         return self._batch_items(cursor, count, delete=True)
 
-    def _batch_items(self, cursor: Optional[bytes], count: int, delete: bool) -> Tuple[List[Tuple[Any, Any]], Optional[bytes]]:
+    def _batch_items(self, cursor: Optional[bytes], count: int, delete: bool) -> "_Batch":
         if count <= 0:
             raise ValueError("count must be positive")
         keys, vals, n, nxt = self._batch(count, cursor, delete)
@@ -957,7 +965,8 @@ class Map(FDOwner, _MutableMapping):
         A map pinned already is moved to ``path`` (cilium's semantics)."""
         super().pin(path)
 
-    def _apply_contents(self, contents: Sequence[Tuple[Any, Any]], resolve: Optional[Callable[[Any], Any]] = None) -> None:
+    def _apply_contents(self, contents: Sequence[Tuple[Any, Any]],
+                        resolve: Optional[Callable[[Any], Any]] = None) -> None:
         for k, v in contents:
             if resolve is not None:
                 v = resolve(v)
@@ -1084,7 +1093,8 @@ def _create(spec: MapSpec, inner_fd: Optional[int] = None) -> int:
     except EBPFError as exc:
         if exc.errno == _EINVAL:
             features.have_map_type(spec.type)  # NotSupportedError for a type this kernel lacks
-        raise EBPFError(f"creating map {spec.name} ({_describe(spec)}): {os.strerror(exc.errno or _EINVAL)}", exc.errno) from None
+        reason = os.strerror(exc.errno or _EINVAL)
+        raise EBPFError(f"creating map {spec.name} ({_describe(spec)}): {reason}", exc.errno) from None
     finally:
         if handle is not None:
             handle.close()  # the map keeps its own reference to the BTF

@@ -45,6 +45,8 @@ import sys
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _libbpf, _syscall
+from ._epoll import EventReader, Poller, close_all
+from ._marshal import SampleDecoder, value_codec
 from ._syscall import (
     PERF_COUNT_SW_BPF_OUTPUT,
     PERF_FLAG_FD_CLOEXEC,
@@ -53,8 +55,6 @@ from ._syscall import (
     PERF_SAMPLE_RAW,
     PERF_TYPE_SOFTWARE,
 )
-from ._epoll import EventReader, Poller, close_all
-from ._marshal import SampleDecoder, value_codec
 from .errors import ClosedError, EBPFError, InvalidObjectError
 from .maps import Map
 from .types import MapType
@@ -143,7 +143,8 @@ class _CPURing:
         self.cpu = cpu
         self.decoders = decoders
         self.overwritable = overwritable
-        self.fd = _syscall.perf_event_open(attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC, what=f"perf_event_open(BPF_OUTPUT, cpu {cpu})")
+        self.fd = _syscall.perf_event_open(attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC,
+                                           what=f"perf_event_open(BPF_OUTPUT, cpu {cpu})")
         # A mapping without PROT_WRITE is what puts the ring in overwrite mode.
         prot = mmap.PROT_READ if overwritable else mmap.PROT_READ | mmap.PROT_WRITE
         try:
@@ -292,7 +293,7 @@ def _first_other(t: Tuple[Any, ...], size: int) -> int:
     return len(t) // 4
 
 
-class Reader(EventReader):
+class Reader(EventReader[Record]):
     """Reads a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY``: one ring per CPU.
 
     ``per_cpu_buffer`` is the size of each CPU's ring in bytes, rounded up
@@ -432,11 +433,13 @@ class Reader(EventReader):
                 if install:
                     ret = update(self._map_fd, key, r.fd.to_bytes(4, _ORDER), _libbpf.u64(0))
                     if ret < 0:
-                        raise _libbpf.errno_error(-ret, f"perf.Reader: storing the event fd of CPU {r.cpu} in map {self._map.name}")
+                        what = f"perf.Reader: storing the event fd of CPU {r.cpu} in map {self._map.name}"
+                        raise _libbpf.errno_error(-ret, what)
                 else:
                     ret = delete(self._map_fd, key)
                     if ret < 0 and ret != -2:
-                        raise _libbpf.errno_error(-ret, f"perf.Reader: removing the event fd of CPU {r.cpu} from map {self._map.name}")
+                        what = f"perf.Reader: removing the event fd of CPU {r.cpu} from map {self._map.name}"
+                        raise _libbpf.errno_error(-ret, what)
             self._paused = not install
 
     def pause(self) -> None:

@@ -217,3 +217,30 @@ def test_c_dump_when_stdout_is_no_file():
     with contextlib.redirect_stdout(buf):
         assert main(["btf", "dump", str(fixture_path("btf_types.o")), "--format", "c", "--type", "struct node"]) == 0
     assert "struct node {" in buf.getvalue() and buf.getvalue().endswith("#endif /* __VMLINUX_H__ */\n")
+
+
+def test_malformed_raw_btf_is_refused_before_libbpf_reads_it(tmp_path):
+    """A typedef that refers to itself sends libbpf 1.1's C dumper into
+    unbounded recursion (a segfault, exit -11); the file is checked first."""
+    import struct
+
+    from ebpf import btf
+
+    raw = bytearray(btf.load_spec(fixture_path("btf_types.o")).raw)
+    _, _, _, hdr_len, type_off, type_len, _, _ = struct.unpack_from("<HBBIIIII", raw)
+    vlen_size = {1: 4, 3: 12, 4: 12, 5: 12, 6: 8, 13: 8, 14: 4, 15: 12, 17: 4, 19: 12}
+    per_member = {4, 5, 6, 13, 15, 19}
+    pos, end, tid = hdr_len + type_off, hdr_len + type_off + type_len, 1
+    while True:
+        assert pos < end, "the fixture has a typedef"
+        _, info, _ = struct.unpack_from("<III", raw, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind == 8:  # TYPEDEF: make it its own target
+            struct.pack_into("<I", raw, pos + 8, tid)
+            break
+        pos += 12 + vlen_size.get(kind, 0) * (vlen if kind in per_member else 1)
+        tid += 1
+    bad = tmp_path / "loop.btf"
+    bad.write_bytes(bytes(raw))
+    proc = cli("btf", "dump", bad, "--format", "c", expect=1)
+    assert "BTFError" in one_line_error(proc, "btf dump")

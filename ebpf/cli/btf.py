@@ -128,6 +128,11 @@ class _Source:
         return load_spec(self.data, base) if base is not None else load_spec(self.data)
 
 
+def _is_kernel_btf(path: str) -> bool:
+    """A file the running kernel wrote (/sys/kernel/btf/*): trusted as is."""
+    return os.path.dirname(os.path.abspath(path)) == os.path.dirname(KERNEL_BTF)
+
+
 def _is_module_btf(path: str) -> bool:
     d, name = os.path.split(os.path.abspath(path))
     return d == os.path.dirname(KERNEL_BTF) and name != "vmlinux"
@@ -163,9 +168,13 @@ def _dump_c(src: _Source, names: Optional[List[str]]) -> int:
         from ..btf import load_spec
 
         data = load_spec(data).raw
+    trusted = all(p is None or _is_kernel_btf(p) for p in (src.path, src.base_path))
     ids = None
-    if names:
+    if names or not trusted:
+        # A file that is not the kernel's own is checked before libbpf reads
+        # it (libbpf 1.1 crashes on some malformed BTF): src.spec() validates.
         spec = src.spec()
+    if names:
         ids = [spec.type_id(t) for t in _pick_types(spec, names)]
     def dump(fd: int) -> None:
         _libbpf.dump_btf_c(fd, path=src.path if data is None else None, data=data, base_path=src.base_path,

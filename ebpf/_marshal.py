@@ -181,16 +181,35 @@ def _codec(btf_type: Any) -> Any:
         return None
 
 
-def _plain_int(codec: Any, size: int) -> Optional[bool]:
-    """Signedness if ``codec`` is for a plain native-endian integer of
-    ``size`` bytes (not bool, not a bitfield, not an enum), else None."""
-    if codec is None or size not in _INT_SIZES or codec.byte_order != _BYTEORDER:
+def _value_type(btf_type: Any) -> Any:
+    """The BTF type values of ``btf_type`` have (a variable's: its type's),
+    or None where there is no value codec for it (no BTF, a function, a
+    forward declaration...), decided without building the codec."""
+    if btf_type is None:
         return None
     try:
         from .btf import types as T
 
-        real = T.underlying(codec.type)
+        real = T.underlying(btf_type)
+        if isinstance(real, T.Var):
+            real = T.underlying(real.type)
+        if isinstance(real, (T.Void, T.Func, T.FuncProto, T.Fwd, T.DeclTag)):
+            return None
+        return real
     except Exception:
+        return None
+
+
+def _plain_int(btf_type: Any, size: int) -> Optional[bool]:
+    """Signedness if values of ``btf_type`` are plain native-endian integers
+    of ``size`` bytes (not bool, not a bitfield, not an enum), else None."""
+    real = _value_type(btf_type)
+    if real is None or size not in _INT_SIZES:
+        return None
+    from .btf import types as T
+
+    spec = getattr(real, "_spec", None)
+    if (spec.byte_order if spec is not None else "little") != _BYTEORDER:
         return None
     if (type(real) is T.Int and real.size == size and real.bits == size * 8
             and not real.offset and not real.is_bool):
@@ -198,13 +217,13 @@ def _plain_int(codec: Any, size: int) -> Optional[bool]:
     return None
 
 
-def _signed_slot(codec: Any, size: int) -> Optional[bool]:
+def _signed_slot(btf_type: Any, size: int) -> Optional[bool]:
     """Signedness of an int slot: from BTF where it is a plain integer,
     unsigned where there is no BTF at all; None where ints go through the
     codec (enums, bools, structs...)."""
-    if codec is None:
+    if _value_type(btf_type) is None:
         return False if size in _INT_SIZES else None
-    return _plain_int(codec, size)
+    return _plain_int(btf_type, size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -244,8 +263,10 @@ class Layout:
         self.ncpus = ncpus if self.per_cpu else 1
         self.stride = (value_size + 7) & ~7 if self.per_cpu else value_size
         self.vbuf_size = self.stride * self.ncpus
-        self.key_codec = _codec(key_type)
-        self.value_codec = _codec(value_type)
+        # The codecs (and the batch decoders built on them) are compiled on
+        # first use: creating a map must not pay for decoding it.
+        self._key_type = key_type
+        self._value_type = value_type
         self._open_id = open_id
         self._key_what = f"map {name}: key"
         self._value_what = f"map {name}: value"
@@ -254,7 +275,7 @@ class Layout:
         # never, for keyless maps, which must reject b"").  Plain ints are
         # one struct pack; everything else takes key().
         self.key_len = key_size or -1
-        self.key_signed = _signed_slot(self.key_codec, key_size) if key_size else None
+        self.key_signed = _signed_slot(key_type, key_size) if key_size else None
         self.pack_key: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(key_size, self.key_signed)]).pack if self.key_signed is not None else self.key
         )
@@ -264,7 +285,7 @@ class Layout:
         if self.fd_values:
             vsigned: Optional[bool] = False if value_size in _INT_SIZES else None  # an fd number
         else:
-            vsigned = None if special else _signed_slot(self.value_codec, value_size)
+            vsigned = None if special else _signed_slot(value_type, value_size)
         self.value_signed = vsigned
         self.pack_value: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(value_size, vsigned)]).pack if vsigned is not None else self.value
@@ -272,18 +293,37 @@ class Layout:
         # What a lookup returns: BTF ints straight out of a one-element
         # ctypes int array (cheaper than .raw plus int.from_bytes), untyped
         # values as bytes, everything else decoded.
-        self.value_int = None if special or self.value_codec is None else _plain_int(self.value_codec, value_size)
+        typed_value = _value_type(value_type) is not None
+        self.value_int = None if special or not typed_value else _plain_int(value_type, value_size)
         if self.value_int is not None:
             self.value_out = OUT_INT
             self.value_buffer: Any = _CT_INT[(value_size, self.value_int)] * 1
         else:
-            self.value_out = OUT_RAW if not special and self.value_codec is None else OUT_DECODE
+            self.value_out = OUT_RAW if not special and not typed_value else OUT_DECODE
             self.value_buffer = ctypes.c_char * max(self.vbuf_size, 1)
-        self.key_int = None if self.key_codec is None else _plain_int(self.key_codec, key_size)
-        # Batches of flat struct keys/values: one unpack per batch.
-        self._key_bulk = bulk_decoder(self.key_codec) if self.key_codec is not None else None
-        self._value_bulk = (bulk_decoder(self.value_codec)
-                            if self.value_codec is not None and not special and self.value_int is None else None)
+        self.key_int = _plain_int(key_type, key_size)
+        self._special = special
+
+    @functools.cached_property
+    def key_codec(self) -> Any:
+        """The BTF codec of the keys, or None."""
+        return _codec(self._key_type)
+
+    @functools.cached_property
+    def value_codec(self) -> Any:
+        """The BTF codec of the values (of one CPU's value), or None."""
+        return _codec(self._value_type)
+
+    @functools.cached_property
+    def _key_bulk(self) -> Optional["BulkDecoder"]:
+        # Batches of flat struct keys: one unpack per batch.
+        return bulk_decoder(self.key_codec) if self.key_codec is not None else None
+
+    @functools.cached_property
+    def _value_bulk(self) -> Optional["BulkDecoder"]:
+        if self.value_codec is None or self._special or self.value_int is not None:
+            return None
+        return bulk_decoder(self.value_codec)
 
     # -- one key, one value --------------------------------------------------
 

@@ -106,6 +106,19 @@ def test_layout_of_struct_values_decodes_through_the_codec():
         L.value(5)
 
 
+def test_layout_compiles_codecs_on_first_use_only():
+    # Creating a map must not pay for decoding it: a Layout decides its
+    # fast paths from the BTF types and builds the codec when first asked.
+    point = Struct(name="point", size=8, members=[Member("x", _int(4, False), 0), Member("y", _int(4, False), 32)])
+    L = Layout("m", MapType.HASH, 4, 8, _int(4, False), point)
+    assert L.key_int is False and L.value_out == OUT_DECODE
+    assert "value_codec" not in vars(L) and "key_codec" not in vars(L)
+    assert L.pack_key(7) == struct.pack("=I", 7)
+    assert "key_codec" not in vars(L)  # plain int keys never need it
+    assert L.decode_value(struct.pack("=II", 5, 6)).y == 6
+    assert "value_codec" in vars(L)
+
+
 def test_per_cpu_layout_pads_each_cpu_to_8_bytes():
     L = Layout("m", MapType.PERCPU_ARRAY, 4, 3, ncpus=2)
     assert L.vbuf_size == 16

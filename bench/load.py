@@ -287,7 +287,8 @@ def main() -> int:
     mark = "" if imp <= TARGET_IMPORT_MS else " !"
     print(f"import ebpf, ebpf.link: {imp:.1f} ms (-X importtime cumulative, median){mark}")
     print()
-    print(f"targets: load ratio <= {TARGET_LOAD}x, import <= {TARGET_IMPORT_MS:.0f} ms; '!' marks a miss.  ({elapsed:.0f} s)")
+    print(f"targets: load ratio <= {TARGET_LOAD}x, import <= {TARGET_IMPORT_MS:.0f} ms; "
+          f"'!' marks a miss.  ({elapsed:.0f} s)")
     return 0
 
 

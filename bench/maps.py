@@ -190,7 +190,8 @@ def bare_jobs(maps: Dict[str, Any], chunk: int) -> Dict[str, Job]:
     buffer out, no checks): the least any ctypes binding can cost."""
     from ebpf import _libbpf
 
-    look, upd, dele = (_libbpf.unchecked(n) for n in ("bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem"))
+    look, upd, dele = (_libbpf.unchecked(n)
+                       for n in ("bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem"))
     zero = _libbpf.u64(0)
     vb_t = ctypes.c_char * 8
     keys = _keys("bytes", chunk, SMALL)
@@ -282,7 +283,9 @@ def unguarded_update(m: Any) -> Optional[Callable[..., Any]]:
     return update
 
 
-def bench_ops(floor: Floor, flavours: Dict[str, Dict[str, Any]], chunk: int, rounds: int) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, Dict[str, float]], Dict[str, float]]:
+def bench_ops(
+    floor: Floor, flavours: Dict[str, Dict[str, Any]], chunk: int, rounds: int
+) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, Dict[str, float]], Dict[str, float]]:
     c_ops = ("array_lookup", "array_update", "hash_lookup", "hash_update", "hash_delete")
     c = {op: float("inf") for op in c_ops}
     bare = bare_jobs(flavours["plain"], chunk)
@@ -351,7 +354,7 @@ def bench_bulk(flavours: Dict[str, Any], n: int, rounds: int) -> Dict[str, Dict[
 
 
 def _clear(m: Any) -> None:
-    ks = [k for k in m.keys()]
+    ks = list(m.keys())
     if ks:
         m.batch_delete(ks)
 
@@ -389,7 +392,8 @@ def _iter_list(m: Any, n: int, as_bytes: bool) -> float:
 def _iter_for(m: Any, n: int) -> float:
     t0 = time.perf_counter_ns()
     count = 0
-    for k, v in m.items():
+    # Unpacking each pair is part of what a for-loop over items() costs.
+    for _k, _v in m.items():
         count += 1
     ns = time.perf_counter_ns() - t0
     assert count == n
@@ -399,7 +403,9 @@ def _iter_for(m: Any, n: int) -> float:
 BATCH_SIZES = (4096, 16384, 65536, 262144)
 
 
-def bench_iter(floor: Floor, flavours: Dict[str, Any], n: int, rounds: int) -> Tuple[Dict[int, float], Dict[str, Dict[str, float]]]:
+def bench_iter(
+    floor: Floor, flavours: Dict[str, Any], n: int, rounds: int
+) -> Tuple[Dict[int, float], Dict[str, Dict[str, float]]]:
     floor("big", n)
     for m in flavours.values():
         fill_big(m, n)
@@ -502,7 +508,8 @@ def main() -> int:
           f"{chunk:,} ops; bulk {bulk:,} entries; big hash map {big:,} entries, best of {iter_rounds}")
     print(f"libbpf {ebpf._libbpf.version_string()}, Python {sys.version.split()[0]}, kernel {os.uname().release}")
     print()
-    print(f"{'operation (ns/op)':<28}{'C':>6} {'bare':>6}   {'BTF map':>8} {'/bare':>7}   {'plain map':>9} {'/bare':>7}")
+    print(f"{'operation (ns/op)':<28}{'C':>6} {'bare':>6}   "
+          f"{'BTF map':>8} {'/bare':>7}   {'plain map':>9} {'/bare':>7}")
     for op in ("lookup", "update", "delete", "m[k]", "m[k] = v"):
         for mk in ("array", "hash"):
             if op == "delete" and mk == "array":
@@ -527,7 +534,8 @@ def main() -> int:
             print(f"in-flight guard (ebpf/_fd.py), plain array {op}, int keys: {w:.0f} ns with, {wo:.0f} ns without"
                   f" ({(w / wo - 1) * 100:+.1f}%{'; its token is the value buffer' if op == 'lookup' else ''})")
     print()
-    print(f"{'bulk write, ' + format(bulk, ',') + ' pairs (ms)':<28}{'BTF map':>9} {'loop/x':>7}   {'plain map':>9} {'loop/x':>7}")
+    print(f"{'bulk write, ' + format(bulk, ',') + ' pairs (ms)':<28}"
+          f"{'BTF map':>9} {'loop/x':>7}   {'plain map':>9} {'loop/x':>7}")
     for name in ("loop", "batch_update", "update(mapping)"):
         cells = []
         for f in ("btf", "plain"):
@@ -556,7 +564,8 @@ def main() -> int:
     print(f"import ebpf, ebpf.link: -X importtime cumulative {imp_cum:.1f} ms{(' ' + ok) if ok else ''} "
           f"(wall {imp_wall:.1f} ms, median, minus 'python3 -c pass')")
     print()
-    print(f"targets: per-op <= {TARGET_OP}x bare, iteration >= {TARGET_ITER}x C throughput, bulk >= {TARGET_BULK}x the loop,"
+    print(f"targets: per-op <= {TARGET_OP}x bare, iteration >= {TARGET_ITER}x C throughput, "
+          f"bulk >= {TARGET_BULK}x the loop,"
           f" import <= {TARGET_IMPORT_MS:.0f} ms; '!' marks a miss.  ({elapsed:.0f} s)")
     return 0
 

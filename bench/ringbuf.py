@@ -63,7 +63,8 @@ BURST = 4096
 
 def build(tmp: str) -> tuple:
     floor = os.path.join(tmp, "floor")
-    subprocess.run(["cc", "-O2", "-o", floor, os.path.join(ROOT, "bench", "_ringbuf_floor.c"), "-lbpf", "-lpthread"], check=True)
+    subprocess.run(["cc", "-O2", "-o", floor, os.path.join(ROOT, "bench", "_ringbuf_floor.c"), "-lbpf", "-lpthread"],
+                   check=True)
     arch_inc = "/usr/include/" + subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip()
     objs = []
     for name in ("ringbuf", "perfbuf"):
@@ -78,7 +79,8 @@ def build(tmp: str) -> tuple:
 
 
 def run_floor(floor: str, kind: str, obj: str, ring: int, n: int) -> dict:
-    out = subprocess.run([floor, kind, obj, str(ring), str(n), "3", str(BURST)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([floor, kind, obj, str(ring), str(n), "3", str(BURST)],
+                         capture_output=True, text=True, check=True).stdout
     return {k: float(v) for k, v in (line.split() for line in out.splitlines())}
 
 
@@ -199,10 +201,12 @@ def report(title: str, floor: dict, rows: list, conc: tuple) -> None:
               f"{'met' if r >= TARGET_DECODED_RATIO else 'NOT met'}")
     cbase = floor["concurrent"]
     ok = "ok" if floor["lost"] == 0 and floor["disorder"] == 0 else "LOST/REORDERED"
-    print(f"  {'C floor, concurrent producer/consumer':44s} {fmt(cbase)}   1.000   lost {floor['lost']:.0f}, out of order {floor['disorder']:.0f}: {ok}")
+    print(f"  {'C floor, concurrent producer/consumer':44s} {fmt(cbase)}   1.000   "
+          f"lost {floor['lost']:.0f}, out of order {floor['disorder']:.0f}: {ok}")
     rate, lost, bad = conc
     ok = "ok" if lost == 0 and bad == 0 else "LOST/REORDERED"
-    print(f"  {'ebpf, concurrent (records by iteration)':44s} {fmt(rate)}   {rate / cbase:.3f}   lost {lost}, out of order {bad}: {ok}")
+    print(f"  {'ebpf, concurrent (records by iteration)':44s} {fmt(rate)}   {rate / cbase:.3f}   "
+          f"lost {lost}, out of order {bad}: {ok}")
 
 
 def bench_ringbuf(floor_bin: str, obj: str, ring: int, rounds: int) -> None:
@@ -213,11 +217,13 @@ def bench_ringbuf(floor_bin: str, obj: str, ring: int, rounds: int) -> None:
         "records (for rec in reader)": (ringbuf.Reader(src.coll.maps["events"]), by_iteration, TARGET_RAW),
         "records (read_batch(4096))": (None, by_batches, 0),
         "raw samples (read_samples)": (None, by_samples, 0),
-        "decoded records (value_type=event)": (ringbuf.Reader(src.coll.maps["events"], value_type=event_t), decoded, TARGET_DECODED),
-        "records, libbpf callback per event": (ringbuf.Reader(src.coll.maps["events"], backend="libbpf"), by_iteration, 0),
+        "decoded records (value_type=event)":
+            (ringbuf.Reader(src.coll.maps["events"], value_type=event_t), decoded, TARGET_DECODED),
+        "records, libbpf callback per event":
+            (ringbuf.Reader(src.coll.maps["events"], backend="libbpf"), by_iteration, 0),
     }
     plain = readers["records (for rec in reader)"][0]
-    best: dict = {k: 0.0 for k in readers}
+    best: dict = dict.fromkeys(readers, 0.0)
     fl: dict = {}
     check_first(plain, src, 1000)
     for _ in range(rounds):
@@ -250,7 +256,7 @@ def bench_perf(floor_bin: str, obj: str, ring: int, rounds: int) -> None:
         "raw samples (read_samples)": (by_samples, 0),
         "decoded records (value_type=event)": (decoded, TARGET_DECODED),
     }
-    best: dict = {k: 0.0 for k in variants}
+    best: dict = dict.fromkeys(variants, 0.0)
     fl: dict = {}
     check_first(plain, src, 1000)
     plain.close()

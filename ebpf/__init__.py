@@ -114,7 +114,10 @@ if not TYPE_CHECKING:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES | set(_LAZY_NAMES))
+    # What a shell or editor should complete: the API, not this module's own
+    # imports (typing's Any, importlib...).
+    dunders = {n for n in globals() if n.startswith("__")}
+    return sorted(dunders | set(__all__) | _SUBMODULES)
 
 
 # A literal list: type checkers read __all__ to know what this module

@@ -235,3 +235,17 @@ def test_asm_names_agree_for_checkers_and_at_run_time():
     for name in asm.__all__:
         assert getattr(asm, name) is not None, name
     assert asm.FN_MAP_LOOKUP_ELEM is asm.Helper.map_lookup_elem
+
+
+@pytest.mark.parametrize("name", ["ebpf", "ebpf.link", "ebpf.asm"])
+def test_dir_lists_the_api_for_shells_and_editors(name):
+    module = importlib.import_module(name)
+    listed = dir(module)
+    public = {n for n in listed if not n.startswith("__")}
+    assert set(module.__all__) <= set(listed)
+    # The module's own imports are not offered as completions...
+    assert not {"Any", "List", "TYPE_CHECKING", "annotations", "importlib", "types"} & set(listed)
+    assert not {n for n in public if n.startswith("_")}
+    # ...and everything offered exists.
+    for n in listed:
+        getattr(module, n)

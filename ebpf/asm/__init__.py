@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any, List
 
 from . import builders as _builders
@@ -114,4 +115,8 @@ else:
 def __dir__() -> List[str]:
     from .helper_names import HELPER_NAMES
 
-    return sorted(set(globals()) | set(__all__) | {"FN_" + n.upper() for n in HELPER_NAMES})
+    # The API and its submodules, not this module's own imports (typing's
+    # Any, importlib...), for shells and editors to complete.
+    own = {n for n, v in globals().items()
+           if n.startswith("__") or (isinstance(v, types.ModuleType) and v.__name__ == f"{__name__}.{n}")}
+    return sorted(own | set(__all__) | {"FN_" + n.upper() for n in HELPER_NAMES})

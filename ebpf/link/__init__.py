@@ -147,7 +147,9 @@ if not TYPE_CHECKING:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    # What a shell or editor should complete: the API, not this module's own
+    # imports (typing's Any, importlib...).
+    return sorted({n for n in globals() if n.startswith("__")} | set(__all__))
 
 
 # A literal list: type checkers read __all__ to know what this module

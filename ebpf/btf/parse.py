@@ -19,7 +19,7 @@ import operator
 import struct
 import sys
 from array import array
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 from ..errors import InvalidObjectError
 
@@ -30,6 +30,9 @@ _HEADER = struct.Struct("HBBIIIII")
 _HEADER_LEN = 24
 MAX_TYPE_ID = 0x000FFFFF
 MAX_NAME_OFFSET = 0x00FFFFFF
+
+# What int.from_bytes and int.to_bytes accept: checkers reject a plain str.
+ByteOrder = Literal["little", "big"]
 
 
 class BTFError(InvalidObjectError):
@@ -110,7 +113,7 @@ class Record:
         self.items = items
 
 
-def _detect_byte_order(data: bytes) -> str:
+def _detect_byte_order(data: bytes) -> ByteOrder:
     if len(data) < _HEADER_LEN:
         raise BTFError(f"BTF blob too short for a header ({len(data)} bytes)")
     if data[0] == 0x9F and data[1] == 0xEB:
@@ -131,7 +134,7 @@ class RawBTF:
         data = bytes(data)
         self.data = data
         self.base = base
-        self.byte_order = _detect_byte_order(data)
+        self.byte_order: ByteOrder = _detect_byte_order(data)
         if base is not None and base.byte_order != self.byte_order:
             raise BTFError("split BTF and its base differ in byte order")
         prefix = "<" if self.byte_order == "little" else ">"
@@ -161,8 +164,9 @@ class RawBTF:
         if strings and strings[-1] != 0:
             raise BTFError("BTF string section is not NUL-terminated")
         self.strings = strings
-        self.str_base = base.str_end if base is not None else 0
-        self.str_end = self.str_base + len(strings)
+        # Annotated: mypy cannot infer an attribute from the same attribute of base.
+        self.str_base: int = base.str_end if base is not None else 0
+        self.str_end: int = self.str_base + len(strings)
         if self.str_end > MAX_NAME_OFFSET + 1:
             raise BTFError("BTF string section too large")
 
@@ -176,11 +180,11 @@ class RawBTF:
             arr.byteswap()
             words = arr
         self.words = words
-        self.first_id = base.end_id if base is not None else 1
+        self.first_id: int = base.end_id if base is not None else 1
         self.offsets, names = self._index(words)
         # Name offset of every record, packed so bytes.find can search it.
         self._names = array("I", names).tobytes()
-        self.end_id = self.first_id + len(self.offsets)
+        self.end_id: int = self.first_id + len(self.offsets)
         if self.end_id - 1 > MAX_TYPE_ID:
             raise BTFError(f"too many BTF types ({self.end_id - 1})")
 

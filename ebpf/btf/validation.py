@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .parse import BTFError, RawBTF, Record
 
@@ -114,7 +114,7 @@ class _Validator:
         # declaration cannot break (every edge except those out of a named
         # struct or union: only a tag can be declared before its body);
         # checked for loops below.
-        succ: List[object] = [()] * self.n
+        succ: List[Sequence[int]] = [()] * self.n
         composites: List[int] = []
         tags: List[int] = []
         datasecs: List[int] = []
@@ -263,7 +263,7 @@ class _Validator:
 
     # -- graph properties -----------------------------------------------------
 
-    def check_loops(self, succ: List[object]) -> None:
+    def check_loops(self, succ: List[Sequence[int]]) -> None:
         """No reference loop that avoids every struct and union.
 
         Iterative depth-first search with three colours; the graph is the
@@ -276,7 +276,7 @@ class _Validator:
                 colour[start] = 2
                 continue
             colour[start] = 1
-            stack = [(start, iter(succ[start]))]  # type: ignore[call-overload]
+            stack = [(start, iter(succ[start]))]
             while stack:
                 node, it = stack[-1]
                 for nxt in it:
@@ -289,7 +289,7 @@ class _Validator:
                     if c == 0:
                         if succ[j]:
                             colour[j] = 1
-                            stack.append((j, iter(succ[j])))  # type: ignore[call-overload]
+                            stack.append((j, iter(succ[j])))
                             break
                         colour[j] = 2
                 else:

@@ -12,12 +12,13 @@ computed iteratively with a set of pairs assumed equal, so cycles terminate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 from typing import Union as _U
 
 from .parse import BTFError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .codec import Codec
     from .spec import Spec
 
 __all__ = [
@@ -71,7 +72,7 @@ class Type:
         self.id = id
         self.name = name
         self._spec: Optional["Spec"] = None
-        self._codec: Any = None  # ebpf.btf.codec's cache
+        self._codec: Optional["Codec"] = None  # ebpf.btf.codec's cache
 
     def _ref(self, value: TypeRef) -> "Type":
         if isinstance(value, int):
@@ -81,7 +82,7 @@ class Type:
         return value
 
     # Shallow per-kind data compared by __eq__, and children compared pairwise.
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name,)
 
     def _children(self) -> List["Type"]:
@@ -157,7 +158,7 @@ class Int(Type):
     def is_bool(self) -> bool:
         return bool(self.encoding & IntEncoding.BOOL)
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.size, self.encoding, self.bits, self.offset)
 
     def _repr_extra(self) -> str:
@@ -232,7 +233,7 @@ class Array(Type):
     def index_type(self) -> Type:
         return self._ref(self._index_type)
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.nelems,)
 
     def _children(self) -> List[Type]:
@@ -298,7 +299,7 @@ class _Composite(Type):
                     return Member(found.name, found.type, m.offset + found.offset, found.bitfield_size)
         raise KeyError(f"{self.kind} {self.name or '(anon)'} has no member {name!r}")
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.size, tuple((m.name, m.offset, m.bitfield_size) for m in self.members))
 
     def _children(self) -> List[Type]:
@@ -357,7 +358,7 @@ class Enum(Type):
         self.signed = signed
         self.values: List[EnumValue] = list(values or [])
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.size, self.signed, tuple((v.name, v.value) for v in self.values))
 
     def _repr_extra(self) -> str:
@@ -377,7 +378,7 @@ class Fwd(Type):
         super().__init__(name, id=id)
         self.fwd_kind = fwd_kind
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.fwd_kind)
 
 
@@ -463,7 +464,7 @@ class FuncProto(Type):
     def return_type(self) -> Type:
         return self._ref(self._return_type)
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return tuple(p.name for p in self.params)
 
     def _children(self) -> List[Type]:
@@ -481,7 +482,7 @@ class Func(_RefType):
         super().__init__(type, name, id=id)
         self.linkage = linkage
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.linkage)
 
 
@@ -496,7 +497,7 @@ class Var(_RefType):
         super().__init__(type, name, id=id)
         self.linkage = linkage
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.linkage)
 
 
@@ -537,7 +538,7 @@ class Datasec(Type):
         for v in self.vars:
             v._owner = self
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.size, tuple((v.offset, v.size) for v in self.vars))
 
     def _children(self) -> List[Type]:
@@ -552,7 +553,7 @@ class Float(Type):
         super().__init__(name, id=id)
         self.size = size
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.size)
 
 
@@ -567,7 +568,7 @@ class DeclTag(_RefType):
         super().__init__(type, name, id=id)
         self.component_idx = component_idx
 
-    def _shallow(self) -> tuple:
+    def _shallow(self) -> Tuple[Any, ...]:
         return (self.name, self.component_idx)
 
 
@@ -593,6 +594,9 @@ def _strip_qualifiers(t: Type) -> Type:
 
 
 POINTER_SIZE = 8
+
+# id of a struct or union -> (alignment, packed), see composite_layout.
+Layouts = Dict[int, Tuple[int, bool]]
 
 
 def sizeof(t: Type) -> int:
@@ -631,7 +635,7 @@ def alignof(t: Type) -> int:
     return _alignment(t, {})
 
 
-def _alignment(t: Type, memo: dict) -> int:
+def _alignment(t: Type, memo: Layouts) -> int:
     t = _element(t)
     if isinstance(t, (Int, Enum, Float)):
         return max(1, min(t.size, 16))
@@ -654,7 +658,7 @@ def _element(t: Type) -> Type:
     raise BTFError(f"array chain too long or looping at {t!r}")
 
 
-def composite_layout(root: Type, memo: dict) -> Tuple[int, bool]:
+def composite_layout(root: Type, memo: Layouts) -> Tuple[int, bool]:
     """``(alignment, packed)`` of a struct or union, memoised in ``memo``
     (keyed by ``id``).  Iterative over by-value members, so deep nesting
     cannot exhaust the stack, and linear in the members reached."""

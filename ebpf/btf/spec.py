@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from typing import Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 from typing import Type as _PyType
 from typing import Union as _U
 
 from ..errors import EBPFError
 from . import types as T
-from .parse import BTFError, Kind, RawBTF
+from .parse import BTFError, ByteOrder, Kind, RawBTF
 from .validation import validate_raw
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._elf import ElfFile
 
 __all__ = [
     "Spec", "TypeNotFoundError", "AmbiguousTypeError", "load_spec", "load_kernel_spec",
@@ -69,7 +72,8 @@ class Spec:
         self.base = base
         self._validated = validated
         self._types: Dict[int, T.Type] = {}
-        self._void = base._void if base is not None else T.Void()
+        # One Void shared with the base (annotated: mypy cannot infer it from base's own).
+        self._void: T.Void = base._void if base is not None else T.Void()
         self._by_name: Dict[str, List[int]] = {}
         self._full_index = False
         self._lock = threading.RLock()
@@ -103,7 +107,7 @@ class Spec:
         other; ``validate(spec.raw)`` checks any other spec."""
         return self._validated
 
-    def __deepcopy__(self, memo: dict) -> "Spec":
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Spec":
         return self.copy()
 
     # -- properties -------------------------------------------------------
@@ -114,7 +118,7 @@ class Spec:
         return self._raw.data
 
     @property
-    def byte_order(self) -> str:
+    def byte_order(self) -> ByteOrder:
         """``"little"`` or ``"big"`` (as for :meth:`int.from_bytes`)."""
         return self._raw.byte_order
 
@@ -363,7 +367,7 @@ def _btf_from_elf(data: bytes) -> bytes:
     return _fixup_datasecs(sec.data, elf)
 
 
-def _fixup_datasecs(btf: bytes, elf) -> bytes:
+def _fixup_datasecs(btf: bytes, elf: ElfFile) -> bytes:
     """Fill in what the compiler leaves to the loader, as libbpf does.
 
     Clang writes DATASEC records with size 0 and every variable at offset 0;
@@ -371,7 +375,7 @@ def _fixup_datasecs(btf: bytes, elf) -> bytes:
     """
     raw = RawBTF(btf)
     patches = {}
-    symbols = None
+    symbols: Optional[Dict[Tuple[int, str], int]] = None  # (section index, name) -> value, on first need
     for off in raw.offsets:
         info = raw.words[off + 1]
         if (info >> 24) & 0x1F != Kind.DATASEC or raw.words[off + 2] != 0:

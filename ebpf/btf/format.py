@@ -8,10 +8,13 @@ order in which each by-value use follows its definition, so it compiles.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from . import types as T
 from .parse import BTFError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .spec import Spec
 
 __all__ = ["declaration", "declarator", "format_spec", "format_c"]
 
@@ -31,7 +34,7 @@ class _Namer:
 
     def __init__(self) -> None:
         self.names: Dict[int, str] = {}
-        self.used: Dict[tuple, int] = {}
+        self.used: Dict[Tuple[str, str], int] = {}  # (name space, name) -> times given out
 
     def name(self, t: T.Type) -> str:
         if not isinstance(t, (T.Struct, T.Union, T.Enum, T.Typedef, T.Fwd)):
@@ -59,7 +62,7 @@ class _Writer:
         self.namer = namer
         # Alignments of composites, shared by every body this writer prints,
         # so that a header costs time linear in its members.
-        self.layouts: dict = {}
+        self.layouts: T.Layouts = {}
 
     def align(self, t: T.Type) -> Optional[int]:
         try:
@@ -441,7 +444,7 @@ class _Emitter:
 _SKIPPED = frozenset({"__builtin_va_list"})
 
 
-def format_spec(spec, *, layout_asserts: bool = False) -> str:
+def format_spec(spec: Spec, *, layout_asserts: bool = False) -> str:
     """A compilable C header with every named type of ``spec``.
 
     With ``layout_asserts`` the header ends with a ``_Static_assert`` on the
@@ -467,6 +470,6 @@ def format_spec(spec, *, layout_asserts: bool = False) -> str:
     return head + "\n".join(e.out) + tail + f"\n#endif /* {guard} */\n"
 
 
-def format_c(spec, *, layout_asserts: bool = False) -> str:
+def format_c(spec: Spec, *, layout_asserts: bool = False) -> str:
     """Alias of :func:`format_spec` (``spec.format_c()``)."""
     return format_spec(spec, layout_asserts=layout_asserts)

@@ -88,7 +88,8 @@ def bind_class(t: T.Type, cls: type) -> None:
             raise TypeError(f"{real.kind} {real.name or '(anonymous)'} needs a StructValue subclass, not {cls!r}")
         want = tuple(f.name for f in _flatten(real))
         if tuple(cls._fields) != want:
-            raise TypeError(f"{cls.__name__} has fields {cls._fields}, {real.kind} {real.name or '(anonymous)'} has {want}")
+            raise TypeError(f"{cls.__name__} has fields {cls._fields}, "
+                            f"{real.kind} {real.name or '(anonymous)'} has {want}")
         if _slotted(cls) and any(_mangled(n) for n in want):
             raise TypeError(f"{cls.__name__}: a class with __slots__ cannot hold fields named like {want}")
     elif isinstance(real, T.Enum):
@@ -332,7 +333,8 @@ class _Gen:
 
     def leaf(self, off: int, size: int, fmt: str, count: int = 1) -> str:
         """Reserve ``fmt`` at byte ``off``; return an expression for its first item."""
-        for si, seg in enumerate(self.segments):
+        for si in range(len(self.segments)):
+            seg = self.segments[si]
             if seg.end <= off:
                 break
         else:

@@ -331,8 +331,9 @@ class _Gen:
         self.ns[key] = obj
         return key
 
-    def leaf(self, off: int, size: int, fmt: str, count: int = 1) -> str:
-        """Reserve ``fmt`` at byte ``off``; return an expression for its first item."""
+    def leaf(self, off: int, size: int, fmt: str, count: int = 1) -> Tuple[str, int, int]:
+        """Reserve ``fmt`` at byte ``off``; return an expression for its first
+        item, and the segment and index that item has in the unpacked tuples."""
         for si in range(len(self.segments)):
             seg = self.segments[si]
             if seg.end <= off:
@@ -347,9 +348,9 @@ class _Gen:
         seg.end = off + size
         idx = seg.count
         seg.count += count
-        return f"t{si}[{idx}]", si, idx  # type: ignore[return-value]
+        return f"t{si}[{idx}]", si, idx
 
-    def build(self, t: T.Type) -> Tuple[Callable, Callable]:
+    def build(self, t: T.Type) -> Tuple[Callable[[Any], Any], Callable[[Any, int], Any]]:
         expr = self.value(t, 0, 0)
         # The common case, every leaf a plain field in order: fill a slotted
         # instance straight from the tuple (no Python __init__ call, about a
@@ -479,7 +480,7 @@ class _Gen:
         # Neighbouring bitfields usually share their bytes: read them once.
         key = (first, length, "s")
         if key not in self.shared:
-            self.shared[key] = self.leaf(first, length, f"{length}s")  # type: ignore[assignment]
+            self.shared[key] = self.leaf(first, length, f"{length}s")
         e = self.shared[key][0]
         if self.order == "little":
             shift = bit_off - first * 8

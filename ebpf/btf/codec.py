@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import types as T
 from .format import declarator
-from .parse import BTFError
+from .parse import BTFError, ByteOrder
 
 __all__ = ["Codec", "codec_for", "StructValue", "bind_class", "fields", "value_shape"]
 
@@ -186,7 +186,7 @@ def _type_name(t: T.Type) -> str:
         return t.kind
 
 
-def _byte_order(t: T.Type) -> str:
+def _byte_order(t: T.Type) -> ByteOrder:
     spec = t._spec
     return spec.byte_order if spec is not None else "little"
 

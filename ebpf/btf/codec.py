@@ -443,7 +443,8 @@ class _Gen:
         n = t.nelems
         if n == 0:
             return "b''" if _is_byte_int(elem) else "[]"
-        if _is_byte_int(elem) and not elem.signed or _is_byte_int(elem) and _is_c_char(t.type):
+        # (isinstance first: it tells checkers that elem has .signed.)
+        if isinstance(elem, T.Int) and _is_byte_int(elem) and (not elem.signed or _is_c_char(t.type)):
             e = self.leaf(off, n, f"{n}s")[0]
             return f"_cstr({e})" if _is_c_char(t.type) else e
         if isinstance(elem, (T.Int, T.Pointer, T.Float)) and not (
@@ -740,7 +741,7 @@ def _make_writer(codec: Codec, t: T.Type, tname: str, depth: int) -> Writer:
     if isinstance(t, T.Array):
         elem = T.underlying(t.type)
         n = t.nelems
-        if _is_byte_int(elem):
+        if isinstance(elem, T.Int) and _is_byte_int(elem):  # (isinstance for checkers: elem.signed below)
             def write_bytes(buf: bytearray, off: int, value: Any, path: str) -> None:
                 if isinstance(value, str):
                     value = value.encode("utf-8")

@@ -39,6 +39,7 @@ import keyword
 import struct
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Type as _PyType
 
 from . import types as T
 from .format import declarator
@@ -237,6 +238,11 @@ class Codec:
     ``cls`` is the generated class for structs/unions/datasecs (else None),
     ``enum`` the generated IntEnum for enums (else None).
     """
+
+    # Set when first needed, by _class_for (struct/union/datasec codecs) and
+    # _enum_members (enum codecs); declared here only for checkers.
+    _fields: List["_Field"]
+    _members: Dict[int, Any]
 
     def __init__(self, t: T.Type) -> None:
         self.type = t
@@ -564,14 +570,14 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
     if t is not codec._real:
         sub = codec_for(t)
         assert sub.cls is not None
-        return sub.cls, sub._fields  # type: ignore[attr-defined]
+        return sub.cls, sub._fields
     if codec.cls is not None:
-        return codec.cls, codec._fields  # type: ignore[attr-defined]
+        return codec.cls, codec._fields
     fields = _flatten(t)
     bound = _bound_class(t)
     if bound is not None:
         codec.cls = bound
-        codec._fields = fields  # type: ignore[attr-defined]
+        codec._fields = fields
         bound._codec = codec  # type: ignore[attr-defined]
         return bound, fields
     params = []
@@ -611,7 +617,7 @@ def _class_for(codec: Codec, t: T.Type) -> Tuple[type, List[_Field]]:
         "__doc__": f"Value of BTF {t.kind} {t.name or '(anonymous)'} ({codec.size} bytes).",
     })
     codec.cls = cls
-    codec._fields = fields  # type: ignore[attr-defined]
+    codec._fields = fields
     return cls, fields
 
 
@@ -627,7 +633,7 @@ def _enum_members(codec: Codec, t: T.Enum) -> Dict[int, Any]:
     bound: Any = _bound_class(t) if ec.enum is None else None
     if bound is not None:
         ec.enum = bound
-        ec._members = {m.value: m for m in bound}  # type: ignore[attr-defined]
+        ec._members = {m.value: m for m in bound}
     if ec.enum is None:
         names = []
         seen = set()
@@ -639,12 +645,14 @@ def _enum_members(codec: Codec, t: T.Enum) -> Dict[int, Any]:
                 names.append((v.name, v.value))
         cname = t.name if t.name and t.name.isidentifier() else "anon_enum"
         if names:
-            ec.enum = enum.IntEnum(cname, names, module=__name__)  # type: ignore[call-overload]
-            ec._members = {m.value: m for m in ec.enum}  # type: ignore[attr-defined]
+            # mypy's enum plugin models only the functional API with a literal name.
+            members: _PyType[enum.IntEnum] = enum.IntEnum(cname, names, module=__name__)  # type: ignore[misc]
+            ec.enum = members
+            ec._members = {m.value: m for m in members}
         else:
             ec.enum = int
-            ec._members = {}  # type: ignore[attr-defined]
-    return ec._members  # type: ignore[attr-defined]
+            ec._members = {}
+    return ec._members
 
 
 # -- encoding ------------------------------------------------------------------

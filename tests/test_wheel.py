@@ -54,12 +54,14 @@ def test_types_are_seen_from_an_installed_wheel(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # A PYTHONPATH pointing at a checkout would make pip find ebpf installed
+    # already and mypy read the sources: neither sees it.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps",
-                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True)
+                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True, env=env)
     user = tmp_path / "user"
     user.mkdir()
     (user / "tool.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
     out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-executable", str(py),
                           "tool.py"], cwd=user, env=env, capture_output=True, text=True)
     text = out.stdout

@@ -437,8 +437,8 @@ def test_freplace_target_standalone():
 @kernel
 def test_freplace_without_target_refused():
     """An EXT program needs a target program; without one the load fails with
-    an error that names the program.  (cilium sets ProgramSpec.AttachTarget;
-    ProgramSpec has no field for a target program here.)"""
+    an error that names the program.  (With a target, ProgramSpec.attach_target
+    as cilium's AttachTarget: tests/test_attach_target.py.)"""
     with pytest.raises(EBPFError, match="replacement"):
         ebpf.Collection(spec_of("freplace-el.elf"))
 

@@ -155,6 +155,12 @@ def concurrent(src: Source, rd, total: int, capacity_bytes: int, record: int) ->
     errors: list = []
 
     def producer() -> None:
+        # Off CPU 0, where the perf producer's program runs, as the C floor's
+        # producer (see off_cpu0() in _ringbuf_floor.c): the figure is then
+        # the reader's, not the scheduler's placement.
+        others = set(range(1, os.cpu_count() or 1)) & os.sched_getaffinity(0)
+        if others:
+            os.sched_setaffinity(0, others)
         try:
             for k in range(total // BURST):
                 # perf keeps one byte of its ring free: room for one more record

@@ -200,30 +200,30 @@ def _value_type(btf_type: Any) -> Any:
         return None
 
 
-def _plain_int(btf_type: Any, size: int) -> Optional[bool]:
-    """Signedness if values of ``btf_type`` are plain native-endian integers
-    of ``size`` bytes (not bool, not a bitfield, not an enum), else None."""
-    real = _value_type(btf_type)
+def _plain_int(real: Any, size: int) -> Optional[bool]:
+    """Signedness if values of ``real`` (a :func:`_value_type`) are plain
+    native-endian integers of ``size`` bytes (not bool, not a bitfield, not
+    an enum), else None."""
     if real is None or size not in _INT_SIZES:
         return None
     from .btf import types as T
 
+    if not (type(real) is T.Int and real.size == size and real.bits == size * 8
+            and not real.offset and not real.is_bool):
+        return None
     spec = getattr(real, "_spec", None)
     if (spec.byte_order if spec is not None else "little") != _BYTEORDER:
         return None
-    if (type(real) is T.Int and real.size == size and real.bits == size * 8
-            and not real.offset and not real.is_bool):
-        return bool(real.signed)
-    return None
+    return bool(real.signed)
 
 
-def _signed_slot(btf_type: Any, size: int) -> Optional[bool]:
-    """Signedness of an int slot: from BTF where it is a plain integer,
-    unsigned where there is no BTF at all; None where ints go through the
-    codec (enums, bools, structs...)."""
-    if _value_type(btf_type) is None:
+def _signed_slot(real: Any, size: int) -> Optional[bool]:
+    """Signedness of an int slot of values of ``real`` (a :func:`_value_type`):
+    from BTF where it is a plain integer, unsigned where there is no BTF at
+    all; None where ints go through the codec (enums, bools, structs...)."""
+    if real is None:
         return False if size in _INT_SIZES else None
-    return _plain_int(btf_type, size)
+    return _plain_int(real, size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -274,8 +274,10 @@ class Layout:
         # Keys: exactly key_size bytes go to the kernel as they are (-1:
         # never, for keyless maps, which must reject b"").  Plain ints are
         # one struct pack; everything else takes key().
+        # Each type is resolved once here (a map is created per load).
+        key_real, value_real = _value_type(key_type), _value_type(value_type)
         self.key_len = key_size or -1
-        self.key_signed = _signed_slot(key_type, key_size) if key_size else None
+        self.key_signed = _signed_slot(key_real, key_size) if key_size else None
         self.pack_key: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(key_size, self.key_signed)]).pack if self.key_signed is not None else self.key
         )
@@ -285,7 +287,7 @@ class Layout:
         if self.fd_values:
             vsigned: Optional[bool] = False if value_size in _INT_SIZES else None  # an fd number
         else:
-            vsigned = None if special else _signed_slot(value_type, value_size)
+            vsigned = None if special else _signed_slot(value_real, value_size)
         self.value_signed = vsigned
         self.pack_value: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(value_size, vsigned)]).pack if vsigned is not None else self.value
@@ -293,15 +295,15 @@ class Layout:
         # What a lookup returns: BTF ints straight out of a one-element
         # ctypes int array (cheaper than .raw plus int.from_bytes), untyped
         # values as bytes, everything else decoded.
-        typed_value = _value_type(value_type) is not None
-        self.value_int = None if special or not typed_value else _plain_int(value_type, value_size)
+        typed_value = value_real is not None
+        self.value_int = None if special or not typed_value else _plain_int(value_real, value_size)
         if self.value_int is not None:
             self.value_out = OUT_INT
             self.value_buffer: Any = _CT_INT[(value_size, self.value_int)] * 1
         else:
             self.value_out = OUT_RAW if not special and not typed_value else OUT_DECODE
             self.value_buffer = ctypes.c_char * max(self.vbuf_size, 1)
-        self.key_int = _plain_int(key_type, key_size)
+        self.key_int = _plain_int(key_real, key_size)
         self._special = special
 
     @functools.cached_property

@@ -217,13 +217,14 @@ def _plain_int(real: Any, size: int) -> Optional[bool]:
     return bool(real.signed)
 
 
-def _signed_slot(real: Any, size: int) -> Optional[bool]:
-    """Signedness of an int slot of values of ``real`` (a :func:`_value_type`):
-    from BTF where it is a plain integer, unsigned where there is no BTF at
-    all; None where ints go through the codec (enums, bools, structs...)."""
+def _signed_slot(real: Any, plain_int: Optional[bool], size: int) -> Optional[bool]:
+    """Signedness of an int slot of values of ``real`` (a :func:`_value_type`;
+    ``plain_int`` is its :func:`_plain_int`): from BTF where it is a plain
+    integer, unsigned where there is no BTF at all; None where ints go
+    through the codec (enums, bools, structs...)."""
     if real is None:
         return False if size in _INT_SIZES else None
-    return _plain_int(real, size)
+    return plain_int
 
 
 @functools.lru_cache(maxsize=8)
@@ -276,8 +277,9 @@ class Layout:
         # one struct pack; everything else takes key().
         # Each type is resolved once here (a map is created per load).
         key_real, value_real = _value_type(key_type), _value_type(value_type)
+        key_int, value_int = _plain_int(key_real, key_size), _plain_int(value_real, value_size)
         self.key_len = key_size or -1
-        self.key_signed = _signed_slot(key_real, key_size) if key_size else None
+        self.key_signed = _signed_slot(key_real, key_int, key_size) if key_size else None
         self.pack_key: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(key_size, self.key_signed)]).pack if self.key_signed is not None else self.key
         )
@@ -287,7 +289,7 @@ class Layout:
         if self.fd_values:
             vsigned: Optional[bool] = False if value_size in _INT_SIZES else None  # an fd number
         else:
-            vsigned = None if special else _signed_slot(value_real, value_size)
+            vsigned = None if special else _signed_slot(value_real, value_int, value_size)
         self.value_signed = vsigned
         self.pack_value: Callable[[Any], Any] = (
             struct.Struct(_PACK_FMT[(value_size, vsigned)]).pack if vsigned is not None else self.value
@@ -296,14 +298,14 @@ class Layout:
         # ctypes int array (cheaper than .raw plus int.from_bytes), untyped
         # values as bytes, everything else decoded.
         typed_value = value_real is not None
-        self.value_int = None if special or not typed_value else _plain_int(value_real, value_size)
+        self.value_int = None if special or not typed_value else value_int
         if self.value_int is not None:
             self.value_out = OUT_INT
             self.value_buffer: Any = _CT_INT[(value_size, self.value_int)] * 1
         else:
             self.value_out = OUT_RAW if not special and not typed_value else OUT_DECODE
             self.value_buffer = ctypes.c_char * max(self.vbuf_size, 1)
-        self.key_int = _plain_int(key_real, key_size)
+        self.key_int = key_int
         self._special = special
 
     @functools.cached_property

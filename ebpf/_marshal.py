@@ -266,8 +266,8 @@ class Layout:
         self.vbuf_size = self.stride * self.ncpus
         # The codecs (and the batch decoders built on them) are compiled on
         # first use: creating a map must not pay for decoding it.
-        self._key_type = key_type
-        self._value_type = value_type
+        self._key_btf = key_type
+        self._value_btf = value_type
         self._open_id = open_id
         self._key_what = f"map {name}: key"
         self._value_what = f"map {name}: value"
@@ -297,13 +297,12 @@ class Layout:
         # What a lookup returns: BTF ints straight out of a one-element
         # ctypes int array (cheaper than .raw plus int.from_bytes), untyped
         # values as bytes, everything else decoded.
-        typed_value = value_real is not None
-        self.value_int = None if special or not typed_value else value_int
+        self.value_int = None if special else value_int  # None without BTF too
         if self.value_int is not None:
             self.value_out = OUT_INT
             self.value_buffer: Any = _CT_INT[(value_size, self.value_int)] * 1
         else:
-            self.value_out = OUT_RAW if not special and not typed_value else OUT_DECODE
+            self.value_out = OUT_RAW if not special and value_real is None else OUT_DECODE
             self.value_buffer = ctypes.c_char * max(self.vbuf_size, 1)
         self.key_int = key_int
         self._special = special
@@ -311,12 +310,12 @@ class Layout:
     @functools.cached_property
     def key_codec(self) -> Any:
         """The BTF codec of the keys, or None."""
-        return _codec(self._key_type)
+        return _codec(self._key_btf)
 
     @functools.cached_property
     def value_codec(self) -> Any:
         """The BTF codec of the values (of one CPU's value), or None."""
-        return _codec(self._value_type)
+        return _codec(self._value_btf)
 
     @functools.cached_property
     def _key_bulk(self) -> Optional["BulkDecoder"]:
